@@ -1,0 +1,96 @@
+"""The loyalty-program REST API (/api/v1): bearer keys with scopes, JSON validated against
+openapi.yaml, problem+json errors, per-key rate limits and signed outbound webhooks.
+
+Every operation of openapi.yaml is wired here, explicitly, to one view; a test checks the
+two lists agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyramid.httpexceptions import HTTPException
+from pyramid.response import Response
+
+from .. import webhook_tasks
+from ..consent_settings import ConsentSettings
+from ..settings import as_bool
+from . import views
+from .problems import ApiProblem, error_view, http_exception_view, problem_view
+from .security import ApiConfig, TokenBuckets, api_view
+from .spec import SPEC_PATH, Spec
+
+API_PATHS = r"^/api/"
+DEFAULTS = {
+    "prefcenter.api.rate_per_second": "20",
+    "prefcenter.api.burst": "100",
+    "prefcenter.api.max_body_bytes": str(2 * 1024 * 1024),
+    "prefcenter.api.validate_responses": "true",
+}
+
+# (route, method, operationId in openapi.yaml, view)
+OPERATIONS = (
+    ("api_customers", "GET", "list_customers", views.list_customers),
+    ("api_customer", "PUT", "put_customer", views.put_customer),
+    ("api_customer", "GET", "get_customer", views.get_customer),
+    ("api_customer", "DELETE", "erase_customer", views.erase_customer),
+    ("api_preferences", "GET", "get_preferences", views.get_preferences),
+    ("api_preferences", "PATCH", "patch_preferences", views.patch_preferences),
+    ("api_decision", "GET", "get_decision", views.get_decision),
+    ("api_export", "GET", "export_customer", views.export_customer),
+    ("api_interactions", "POST", "post_interactions", views.post_interactions),
+    ("api_alerts", "POST", "post_alert", views.post_alert),
+    ("api_topics", "GET", "list_topics", views.list_topics),
+    ("api_topic", "PUT", "put_topic", views.put_topic),
+    ("api_pressure_policy", "GET", "get_pressure_policy", views.get_pressure_policy),
+    ("api_pressure_policy", "PUT", "put_pressure_policy", views.put_pressure_policy),
+    ("api_webhooks", "GET", "list_webhooks", views.list_webhooks),
+    ("api_webhooks", "POST", "post_webhook", views.post_webhook),
+    ("api_webhook", "DELETE", "delete_webhook", views.delete_webhook),
+)
+
+
+def openapi_document(request: Any) -> Response:
+    return Response(body=SPEC_PATH.read_bytes(), content_type="application/yaml", charset="utf-8")
+
+
+def docs_page(request: Any) -> dict[str, Any]:
+    """A readable page listing every operation, its scopes and schemas (no JavaScript)."""
+    spec: Spec = request.registry["api"].spec
+    return {
+        "info": spec.document["info"],
+        "operations": sorted(spec.operations.values(), key=lambda o: (o.path, o.method)),
+        "schemas": spec.document["components"]["schemas"],
+    }
+
+
+def includeme(config: Any) -> None:
+    settings = {**DEFAULTS, **config.get_settings()}
+    secret = str(settings["prefcenter.secret"])
+    config.registry["api"] = ApiConfig(
+        spec=Spec.load(),
+        consent=ConsentSettings.from_settings(settings),
+        secret=secret,
+        buckets=TokenBuckets(
+            rate=float(settings["prefcenter.api.rate_per_second"]),
+            burst=int(settings["prefcenter.api.burst"]),
+        ),
+        max_body_bytes=int(settings["prefcenter.api.max_body_bytes"]),
+        validate_responses=as_bool(settings["prefcenter.api.validate_responses"]),
+    )
+    webhook_tasks.configure(secret)
+
+    for route, method, operation_id, view in OPERATIONS:
+        config.add_view(
+            api_view(operation_id, view),
+            route_name=route,
+            request_method=method,
+            require_csrf=False,  # bearer keys, no cookies: nothing to forge
+        )
+    config.add_view(openapi_document, route_name="api_openapi", request_method="GET")
+    config.add_view(
+        docs_page, route_name="api_docs", request_method="GET", renderer="api/docs.html"
+    )
+    config.add_exception_view(problem_view, context=ApiProblem)
+    config.add_exception_view(http_exception_view, context=HTTPException, path_info=API_PATHS)
+    config.add_exception_view(error_view, context=Exception, path_info=API_PATHS)

@@ -1,0 +1,891 @@
+"""THE contact policy: may we contact customer C on channel X about topic T now?
+
+One set of rules in two forms that must agree (a Hypothesis test proves it):
+
+* :func:`decide` / :func:`choose` — per customer, used at send time and by the
+  portal's "what you will receive";
+* :func:`audience` — set-based SQL over any candidate set of customers, used to
+  plan millions at once without loading customers into Python.
+
+Rules, checked in this order (the first that fails gives the reason):
+
+1. ``erased`` / ``suppressed`` — erased customer; the address is on the suppression list
+   (``phone_opposition`` only stops *marketing* phone calls).
+2. ``unreachable`` — no address for the channel, or (channels needing confirmation,
+   email and SMS by default) the address was never confirmed.
+3. ``no_consent`` — opt-in channels need ``granted`` (``pending`` is not consent);
+   opt-out channels are allowed until ``refused``.
+4. ``topic_unsubscribed`` — opt-in topics need a subscription; opt-out topics are
+   allowed until unsubscribed.
+5. ``paused`` — marketing paused until a later time (alerts still go).
+6. ``frequency_cap`` — the customer's cadence (overall and for the topic) and every
+   active global pressure rule must hold, counting messages sent *or reserved*.
+7. quiet hours — outside the customer's contact window the decision is
+   ``defer`` until the next opening, never a silent drop.
+
+Alerts obey 1-4 and 7, not 5-6, and do not count toward caps.
+
+Frequency windows: a cap of N messages per rolling P days holds when, for the
+contact time t, fewer than N messages lie in (t - P, t + P). For N = 1 (the
+customer's own cadence) that is exact; for N > 1 it is conservative — never more
+than N in any P-day window, even with reservations planned in the future.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import itertools
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, aliased
+
+from .consent_settings import ConsentSettings
+from .models import (
+    ChannelConsent,
+    ContactLogEntry,
+    ContactPreference,
+    Customer,
+    PressureRule,
+    Suppression,
+    Topic,
+    TopicSubscription,
+)
+from .models.vocabulary import CHANNELS
+
+SEND, DEFER, SKIP = "send", "defer", "skip"
+QUIET_HOURS = "quiet_hours"
+# Rule order: the first failing rule is the reason.
+REASONS = (
+    "erased",
+    "suppressed",
+    "unreachable",
+    "no_consent",
+    "topic_unsubscribed",
+    "paused",
+    "frequency_cap",
+    QUIET_HOURS,
+)
+CADENCE_DAYS = {"weekly": 7, "monthly": 30}
+COUNTED_STATUSES = ("reserved", "sent")
+_ADDRESS_HMAC = {"email": "email_hmac", "sms": "phone_hmac", "phone": "phone_hmac"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    decision: str  # send | defer | skip
+    channel: str | None
+    reason: str | None = None
+    until: dt.datetime | None = None
+
+    @property
+    def contacts(self) -> bool:
+        return self.decision in (SEND, DEFER)
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """What is to be sent: about which topic, of which kind, on which channels."""
+
+    topic_id: uuid.UUID
+    topic_regime: str  # opt_in | opt_out
+    kind: str  # marketing | alert
+    channels: tuple[str, ...]
+    # Excluded when counting caps: the message's own reservations (send-time re-check).
+    message_ref: str | None = None
+
+    @classmethod
+    def for_topic(
+        cls, topic: Topic, channels: Sequence[str], kind: str | None = None, message_ref=None
+    ) -> Message:
+        unknown = [c for c in channels if c not in CHANNELS]
+        if unknown or not channels:
+            raise ValueError(f"channels {list(channels)!r}: expected some of {CHANNELS}")
+        return cls(topic.id, topic.regime, kind or topic.kind, tuple(channels), message_ref)
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The customer's contact window evaluated at one instant."""
+
+    open_now: bool
+    next_open: dt.datetime | None  # UTC; None when open now
+
+    def contact_at(self, at: dt.datetime) -> dt.datetime:
+        return at if self.open_now else self.next_open  # type: ignore[return-value]
+
+
+def _zone(name: str | None, default: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or default)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(default)
+
+
+def _wall_to_utc(day: dt.date, minute: int, zone: ZoneInfo) -> dt.datetime:
+    """The first instant at or after local wall time ``day minute`` (DST-safe)."""
+    naive = dt.datetime.combine(day, dt.time()) + dt.timedelta(minutes=minute)
+    first = naive.replace(tzinfo=zone, fold=0)
+    if first.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None) == naive:
+        return first.astimezone(dt.UTC)  # exists (first occurrence when it repeats)
+    # In a spring-forward gap: the window opens when the clocks jump, found by bisection.
+    low = naive.replace(tzinfo=zone, fold=1).astimezone(dt.UTC)
+    high = first.astimezone(dt.UTC)
+    low, high = min(low, high), max(low, high)
+    while high - low > dt.timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).replace(tzinfo=None) >= naive:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0) if high.microsecond == 0 else high
+
+
+def contact_window(
+    timezone: str | None,
+    start: int | None,
+    end: int | None,
+    at: dt.datetime,
+    cfg: ConsentSettings,
+) -> Window:
+    """Is ``at`` inside the window [start, end) (local minutes), and if not, when next?
+
+    ``start > end`` is a window crossing midnight (22:00-08:00); ``start == end``
+    means any time.
+    """
+    default_start, default_end = cfg.default_contact_hours
+    start = default_start if start is None else start
+    end = default_end if end is None else end
+    if start == end or (start == 0 and end >= 1440):
+        return Window(True, None)
+    zone = _zone(timezone, cfg.default_timezone)
+    local = at.astimezone(zone)
+    minute = local.hour * 60 + local.minute
+    inside = start <= minute < end if start < end else (minute >= start or minute < end)
+    if inside:
+        return Window(True, None)
+    day = local.date() if minute < start else local.date() + dt.timedelta(days=1)
+    return Window(False, _wall_to_utc(day, start, zone))
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def effective_order(
+    customer_order: Sequence[str], message_channels: Sequence[str], cfg: ConsentSettings
+) -> tuple[str, ...]:
+    """The message's channels in the customer's order; unlisted ones follow in default order."""
+    listed = [c for c in customer_order if c in message_channels]
+    rest = [c for c in cfg.default_channel_order if c in message_channels and c not in listed]
+    rest += [c for c in message_channels if c not in listed and c not in rest]
+    return tuple(dict.fromkeys(listed + rest))
+
+
+def customer_order(text: str | None) -> tuple[str, ...]:
+    """A stored channel order, or () (the default order) when it is not a valid one."""
+    order = tuple((text or "").split(",")) if text else ()
+    return order if order in _VALID_ORDERS else ()
+
+
+def _periods(rules: Sequence[PressureRule]) -> list[int]:
+    return sorted({7, 30, *(r.period_days for r in rules)})
+
+
+def _active_rules(session: Session) -> list[PressureRule]:
+    return list(
+        session.scalars(
+            sa.select(PressureRule)
+            .where(PressureRule.active.is_(True))
+            .order_by(
+                PressureRule.period_days, PressureRule.channel.is_not(None), PressureRule.channel
+            )
+        )
+    )
+
+
+def _rule_applies(rule: PressureRule, channel: str) -> bool:
+    return rule.channel is None or rule.channel == channel
+
+
+# --------------------------------------------------------------------------- per customer
+
+
+@dataclasses.dataclass
+class _Facts:
+    customer: Customer
+    suppressed: dict[str, list[str]]  # channel -> suppression reasons
+    consents: dict[str, ChannelConsent]
+    subscription: TopicSubscription | None
+    preference: ContactPreference | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One rule's verdict, for :func:`explain`."""
+
+    rule: str
+    passed: bool
+    detail: dict[str, Any]
+
+
+def _load_facts(session: Session, customer: Customer, topic_id: uuid.UUID) -> _Facts:
+    hmacs = {h for h in (customer.email_hmac, customer.phone_hmac) if h}
+    suppressed: dict[str, list[str]] = {}
+    if hmacs:
+        rows = session.execute(
+            sa.select(Suppression.channel, Suppression.address_hmac, Suppression.reason).where(
+                Suppression.address_hmac.in_(hmacs)
+            )
+        )
+        for channel, address_hmac, reason in rows:
+            if address_hmac == getattr(customer, _ADDRESS_HMAC.get(channel, ""), None):
+                suppressed.setdefault(channel, []).append(reason)
+    if customer.postal_hmac:
+        rows = session.execute(
+            sa.select(Suppression.reason).where(
+                Suppression.channel == "post", Suppression.address_hmac == customer.postal_hmac
+            )
+        )
+        suppressed["post"] = [r for (r,) in rows]
+    consents = {
+        c.channel: c
+        for c in session.scalars(
+            sa.select(ChannelConsent).where(ChannelConsent.customer_id == customer.id)
+        )
+    }
+    subscription = session.get(TopicSubscription, (customer.id, topic_id))
+    preference = session.get(ContactPreference, customer.id)
+    return _Facts(customer, suppressed, consents, subscription, preference)
+
+
+def _has_address(customer: Customer, channel: str) -> bool:
+    if channel == "email":
+        return bool(customer.email)
+    if channel in ("sms", "phone"):
+        return bool(customer.phone)
+    return bool(customer.postal_line1 and customer.postal_code and customer.city)
+
+
+def _address_hmac(customer: Customer, channel: str) -> str | None:
+    return getattr(customer, _ADDRESS_HMAC[channel]) if channel in _ADDRESS_HMAC else None
+
+
+def _count_contacts(
+    session: Session,
+    customer_id: uuid.UUID,
+    contact_at: dt.datetime,
+    days: int,
+    *,
+    channel: str | None = None,
+    topic_id: uuid.UUID | None = None,
+    exclude_ref: str | None = None,
+) -> int:
+    span = dt.timedelta(days=days)
+    query = sa.select(sa.func.count()).where(
+        ContactLogEntry.customer_id == customer_id,
+        ContactLogEntry.kind == "marketing",
+        ContactLogEntry.status.in_(COUNTED_STATUSES),
+        ContactLogEntry.at > contact_at - span,
+        ContactLogEntry.at < contact_at + span,
+    )
+    if channel is not None:
+        query = query.where(ContactLogEntry.channel == channel)
+    if topic_id is not None:
+        query = query.where(ContactLogEntry.topic_id == topic_id)
+    if exclude_ref is not None:
+        query = query.where(ContactLogEntry.message_ref != exclude_ref)
+    return session.scalar(query) or 0
+
+
+def _verdicts(
+    session: Session,
+    facts: _Facts,
+    channel: str,
+    message: Message,
+    at: dt.datetime,
+    cfg: ConsentSettings,
+    rules: Sequence[PressureRule],
+) -> list[Verdict]:
+    """Every rule's verdict for one channel, in rule order (not short-circuited)."""
+    customer, preference = facts.customer, facts.preference
+    marketing = message.kind == "marketing"
+    verdicts: list[Verdict] = []
+
+    verdicts.append(Verdict("erased", customer.erased_at is None, {}))
+
+    reasons = [
+        r
+        for r in facts.suppressed.get(channel, [])
+        if r != "phone_opposition" or (channel == "phone" and marketing)
+    ]
+    verdicts.append(Verdict("suppressed", not reasons, {"reasons": sorted(reasons)}))
+
+    consent = facts.consents.get(channel)
+    has_address = _has_address(customer, channel)
+    confirmed = True
+    if channel in cfg.confirm_channels:
+        confirmed = bool(
+            consent is not None
+            and consent.confirmed_hmac
+            and consent.confirmed_hmac == _address_hmac(customer, channel)
+        )
+    verdicts.append(
+        Verdict(
+            "unreachable",
+            has_address and confirmed,
+            {"has_address": has_address, "confirmed": confirmed},
+        )
+    )
+
+    status = consent.status if consent is not None else None
+    regime = cfg.regimes[channel]
+    consented = status == "granted" if regime == "opt_in" else status != "refused"
+    verdicts.append(Verdict("no_consent", consented, {"status": status, "regime": regime}))
+
+    subscription_status = facts.subscription.status if facts.subscription else None
+    if message.topic_regime == "opt_in":
+        subscribed = subscription_status == "subscribed"
+    else:
+        subscribed = subscription_status != "unsubscribed"
+    verdicts.append(
+        Verdict(
+            "topic_unsubscribed",
+            subscribed,
+            {"status": subscription_status, "regime": message.topic_regime},
+        )
+    )
+
+    window = contact_window(
+        customer.timezone,
+        preference.contact_start if preference else None,
+        preference.contact_end if preference else None,
+        at,
+        cfg,
+    )
+    paused_until = preference.paused_until if preference else None
+    if marketing:
+        paused = paused_until is not None and paused_until > at
+        verdicts.append(Verdict("paused", not paused, {"until": paused_until}))
+        verdicts.append(
+            _cap_verdict(session, facts, channel, message, window.contact_at(at), rules)
+        )
+    verdicts.append(
+        Verdict(
+            QUIET_HOURS,
+            window.open_now,
+            {
+                "until": window.next_open,
+                "timezone": customer.timezone,
+                "start": preference.contact_start if preference else None,
+                "end": preference.contact_end if preference else None,
+            },
+        )
+    )
+    return verdicts
+
+
+def _cap_verdict(
+    session: Session,
+    facts: _Facts,
+    channel: str,
+    message: Message,
+    contact_at: dt.datetime,
+    rules: Sequence[PressureRule],
+) -> Verdict:
+    customer_id = facts.customer.id
+    exclude = message.message_ref
+    exceeded: list[dict[str, Any]] = []
+    frequency = facts.preference.frequency if facts.preference else "any"
+    if frequency in CADENCE_DAYS:
+        days = CADENCE_DAYS[frequency]
+        if _count_contacts(session, customer_id, contact_at, days, exclude_ref=exclude) >= 1:
+            exceeded.append({"cap": "frequency", "frequency": frequency})
+    topic_frequency = facts.subscription.frequency if facts.subscription else None
+    if topic_frequency in CADENCE_DAYS:
+        days = CADENCE_DAYS[topic_frequency]
+        count = _count_contacts(
+            session, customer_id, contact_at, days, topic_id=message.topic_id, exclude_ref=exclude
+        )
+        if count >= 1:
+            exceeded.append({"cap": "topic_frequency", "frequency": topic_frequency})
+    for rule in rules:
+        if not _rule_applies(rule, channel):
+            continue
+        count = _count_contacts(
+            session,
+            customer_id,
+            contact_at,
+            rule.period_days,
+            channel=rule.channel,
+            exclude_ref=exclude,
+        )
+        if count >= rule.max_messages:
+            exceeded.append(
+                {
+                    "cap": "pressure",
+                    "channel": rule.channel,
+                    "period_days": rule.period_days,
+                    "max_messages": rule.max_messages,
+                }
+            )
+    return Verdict("frequency_cap", not exceeded, {"exceeded": exceeded})
+
+
+def _decision_from(channel: str, verdicts: Sequence[Verdict]) -> Decision:
+    for verdict in verdicts:
+        if verdict.passed:
+            continue
+        if verdict.rule == QUIET_HOURS:
+            return Decision(DEFER, channel, QUIET_HOURS, verdict.detail["until"])
+        return Decision(SKIP, channel, verdict.rule)
+    return Decision(SEND, channel)
+
+
+def decide(
+    session: Session,
+    customer: Customer,
+    channel: str,
+    topic: Topic,
+    kind: str,
+    at: dt.datetime,
+    *,
+    cfg: ConsentSettings,
+    message_ref: str | None = None,
+) -> Decision:
+    """The decision for one customer on one channel."""
+    message = Message(topic.id, topic.regime, kind, (channel,), message_ref)
+    return _decide_channel(session, customer, channel, message, at, cfg)
+
+
+def _decide_channel(
+    session: Session,
+    customer: Customer,
+    channel: str,
+    message: Message,
+    at: dt.datetime,
+    cfg: ConsentSettings,
+    facts: _Facts | None = None,
+    rules: Sequence[PressureRule] | None = None,
+) -> Decision:
+    facts = facts or _load_facts(session, customer, message.topic_id)
+    rules = _active_rules(session) if rules is None else rules
+    return _decision_from(channel, _verdicts(session, facts, channel, message, at, cfg, rules))
+
+
+def choose(
+    session: Session, customer: Customer, message: Message, at: dt.datetime, *, cfg: ConsentSettings
+) -> Decision:
+    """The channel this customer would get the message on, by their own order.
+
+    The first channel that passes (send, or defer for quiet hours) wins; when none
+    does, the skip reason is the one of the customer's first-choice channel.
+    """
+    facts = _load_facts(session, customer, message.topic_id)
+    rules = _active_rules(session)
+    order = effective_order(
+        customer_order(facts.preference.channel_order if facts.preference else None),
+        message.channels,
+        cfg,
+    )
+    first: Decision | None = None
+    for channel in order:
+        decision = _decide_channel(session, customer, channel, message, at, cfg, facts, rules)
+        if decision.contacts:
+            return decision
+        first = first or decision
+    assert first is not None
+    return first
+
+
+def explain(
+    session: Session,
+    customer: Customer,
+    channel: str,
+    topic: Topic,
+    kind: str,
+    at: dt.datetime,
+    *,
+    cfg: ConsentSettings,
+) -> tuple[Decision, list[Verdict]]:
+    """The decision and every rule's verdict (see prefcenter.explanations for sentences)."""
+    message = Message(topic.id, topic.regime, kind, (channel,))
+    facts = _load_facts(session, customer, topic.id)
+    verdicts = _verdicts(session, facts, channel, message, at, cfg, _active_rules(session))
+    return _decision_from(channel, verdicts), verdicts
+
+
+# --------------------------------------------------------------------------- set-based
+
+
+def _all_orders() -> list[tuple[str, ...]]:
+    orders: list[tuple[str, ...]] = [()]
+    for size in range(1, len(CHANNELS) + 1):
+        orders.extend(itertools.permutations(CHANNELS, size))
+    return orders
+
+
+_ALL_ORDERS = _all_orders()
+_VALID_ORDERS = frozenset(_ALL_ORDERS)
+
+
+class Audience:
+    """A set-based policy query over candidate customers; see :func:`audience`.
+
+    ``query`` selects ``customer_id, channel, decision, reason, until, contact_at``
+    (one row per candidate customer); ``contact_at`` is when the message would go
+    (now, or the next window opening).
+    """
+
+    def __init__(self, query: sa.Select, windows: sa.Table) -> None:
+        self.query = query
+        self.windows = windows
+
+
+@contextlib.contextmanager
+def audience(
+    session: Session,
+    message: Message,
+    candidates: sa.Select,
+    at: dt.datetime,
+    *,
+    cfg: ConsentSettings,
+) -> Iterator[Audience]:
+    """Decisions for every customer id selected by ``candidates``, computed in SQL.
+
+    Time-zone arithmetic (the only part SQL engines disagree on) is done in Python
+    once per distinct (timezone, contact hours) and joined in through a temporary
+    table, with the same :func:`contact_window` the per-customer form uses.
+    """
+    rules = _active_rules(session)
+    periods = _periods(rules)
+    candidate_ids = candidates.subquery("candidates")
+    cid = candidate_ids.c[0]
+
+    windows = _create_windows_table(session, periods)
+    try:
+        _fill_windows(session, windows, cid, at, periods, cfg)
+        yield Audience(_audience_query(message, cid, windows, rules, at, cfg), windows)
+    finally:
+        windows.drop(session.connection())
+
+
+def _create_windows_table(session: Session, periods: Sequence[int]) -> sa.Table:
+    name = f"policy_windows_{uuid.uuid4().hex[:10]}"
+    columns = [
+        sa.Column("timezone", sa.String(64), primary_key=True),
+        sa.Column("start", sa.Integer, primary_key=True),
+        sa.Column("end", sa.Integer, primary_key=True),
+        sa.Column("open_now", sa.Boolean, nullable=False),
+        sa.Column("next_open", _utc(), nullable=True),
+        sa.Column("contact_at", _utc(), nullable=False),
+    ]
+    for days in periods:
+        columns.append(sa.Column(f"lo_{days}", _utc(), nullable=False))
+        columns.append(sa.Column(f"hi_{days}", _utc(), nullable=False))
+    table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+    table.create(session.connection())
+    return table
+
+
+def _utc() -> sa.types.TypeEngine:
+    from .models.base import UTCDateTime
+
+    return UTCDateTime()
+
+
+_NO_HOURS = -1  # stands for NULL contact hours in the windows table's key
+
+
+def _fill_windows(
+    session: Session,
+    windows: sa.Table,
+    cid: sa.ColumnElement,
+    at: dt.datetime,
+    periods: Sequence[int],
+    cfg: ConsentSettings,
+) -> None:
+    distinct = session.execute(
+        sa.select(
+            Customer.timezone,
+            sa.func.coalesce(ContactPreference.contact_start, _NO_HOURS),
+            sa.func.coalesce(ContactPreference.contact_end, _NO_HOURS),
+        )
+        .select_from(Customer)
+        .join(cid.table, cid == Customer.id)
+        .outerjoin(ContactPreference, ContactPreference.customer_id == Customer.id)
+        .distinct()
+    ).all()
+    rows = []
+    for timezone, start, end in distinct:
+        window = contact_window(
+            timezone,
+            None if start == _NO_HOURS else start,
+            None if end == _NO_HOURS else end,
+            at,
+            cfg,
+        )
+        contact_at = window.contact_at(at)
+        row = {
+            "timezone": timezone,
+            "start": start,
+            "end": end,
+            "open_now": window.open_now,
+            "next_open": window.next_open,
+            "contact_at": contact_at,
+        }
+        for days in periods:
+            row[f"lo_{days}"] = contact_at - dt.timedelta(days=days)
+            row[f"hi_{days}"] = contact_at + dt.timedelta(days=days)
+        rows.append(row)
+    for batch in _chunks(rows):
+        session.execute(windows.insert(), batch)
+
+
+def _chunks(rows: list[dict[str, Any]], size: int = 500) -> Iterator[list[dict[str, Any]]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def _suppressed_expr(channel: str, message: Message) -> sa.ColumnElement[bool]:
+    query = sa.select(Suppression.address_hmac).where(Suppression.channel == channel)
+    if not (channel == "phone" and message.kind == "marketing"):
+        query = query.where(Suppression.reason != "phone_opposition")
+    column = (
+        Customer.postal_hmac if channel == "post" else getattr(Customer, _ADDRESS_HMAC[channel])
+    )
+    return column.in_(query)
+
+
+def _no_address_expr(channel: str) -> sa.ColumnElement[bool]:
+    if channel == "email":
+        return Customer.email.is_(None)
+    if channel in ("sms", "phone"):
+        return Customer.phone.is_(None)
+    return sa.or_(
+        Customer.postal_line1.is_(None), Customer.postal_code.is_(None), Customer.city.is_(None)
+    )
+
+
+def _audience_query(
+    message: Message,
+    cid: sa.ColumnElement,
+    windows: sa.Table,
+    rules: Sequence[PressureRule],
+    at: dt.datetime,
+    cfg: ConsentSettings,
+) -> sa.Select:
+    marketing = message.kind == "marketing"
+    pref = ContactPreference
+    window_join = sa.and_(
+        windows.c.timezone == Customer.timezone,
+        windows.c.start == sa.func.coalesce(pref.contact_start, _NO_HOURS),
+        windows.c.end == sa.func.coalesce(pref.contact_end, _NO_HOURS),
+    )
+    subscription = aliased(TopicSubscription, name="subscription")
+    consents = {ch: aliased(ChannelConsent, name=f"consent_{ch}") for ch in message.channels}
+
+    counts = None
+    if marketing:
+        counts = _counts_subquery(message, cid, windows, window_join, rules)
+
+    def reason_for(channel: str) -> sa.ColumnElement[str | None]:
+        consent = consents[channel]
+        whens: list[tuple[sa.ColumnElement[bool], str]] = [
+            (Customer.erased_at.is_not(None), "erased"),
+            (_suppressed_expr(channel, message), "suppressed"),
+        ]
+        unreachable = _no_address_expr(channel)
+        if channel in cfg.confirm_channels:
+            address_hmac = getattr(Customer, _ADDRESS_HMAC[channel])
+            unreachable = sa.or_(
+                unreachable,
+                consent.confirmed_hmac.is_(None),
+                address_hmac.is_(None),
+                consent.confirmed_hmac != address_hmac,
+            )
+        whens.append((unreachable, "unreachable"))
+        status = sa.func.coalesce(consent.status, "")
+        if cfg.regimes[channel] == "opt_in":
+            whens.append((status != "granted", "no_consent"))
+        else:
+            whens.append((status == "refused", "no_consent"))
+        subscription_status = sa.func.coalesce(subscription.status, "")
+        if message.topic_regime == "opt_in":
+            whens.append((subscription_status != "subscribed", "topic_unsubscribed"))
+        else:
+            whens.append((subscription_status == "unsubscribed", "topic_unsubscribed"))
+        if marketing:
+            assert counts is not None
+            whens.append(
+                (sa.and_(pref.paused_until.is_not(None), pref.paused_until > at), "paused")
+            )
+            whens.append((_cap_exceeded(channel, counts, subscription, rules), "frequency_cap"))
+        whens.append((sa.not_(windows.c.open_now), QUIET_HOURS))
+        return sa.case(*whens, else_=sa.null())
+
+    from_ = (
+        sa.select(Customer.id)
+        .select_from(Customer)
+        .join(cid.table, cid == Customer.id)
+        .outerjoin(pref, pref.customer_id == Customer.id)
+        .join(windows, window_join)
+        .outerjoin(
+            subscription,
+            sa.and_(
+                subscription.customer_id == Customer.id, subscription.topic_id == message.topic_id
+            ),
+        )
+    )
+    for channel, consent in consents.items():
+        from_ = from_.outerjoin(
+            consent, sa.and_(consent.customer_id == Customer.id, consent.channel == channel)
+        )
+    if counts is not None:
+        from_ = from_.outerjoin(counts, counts.c.customer_id == Customer.id)
+
+    per_channel = from_.with_only_columns(
+        Customer.id.label("customer_id"),
+        sa.func.coalesce(pref.channel_order, "").label("channel_order"),
+        windows.c.next_open.label("next_open"),
+        windows.c.contact_at.label("contact_at"),
+        *(reason_for(ch).label(f"r_{ch}") for ch in message.channels),
+    ).subquery("per_channel")
+
+    return _choose_channel(per_channel, message, cfg)
+
+
+def _counts_subquery(
+    message: Message,
+    cid: sa.ColumnElement,
+    windows: sa.Table,
+    window_join: sa.ColumnElement[bool],
+    rules: Sequence[PressureRule],
+) -> sa.Subquery:
+    """Per customer: messages sent or reserved around their contact time, per cap."""
+    log = ContactLogEntry
+
+    def within(days: int, *conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        inside = sa.and_(log.at > windows.c[f"lo_{days}"], log.at < windows.c[f"hi_{days}"])
+        return sa.func.sum(sa.case((sa.and_(inside, *conditions), 1), else_=0))
+
+    on_topic = log.topic_id == message.topic_id
+    columns = [
+        log.customer_id.label("customer_id"),
+        within(7).label("all_7"),
+        within(30).label("all_30"),
+        within(7, on_topic).label("topic_7"),
+        within(30, on_topic).label("topic_30"),
+    ]
+    for i, rule in enumerate(rules):
+        conditions = [log.channel == rule.channel] if rule.channel else []
+        columns.append(within(rule.period_days, *conditions).label(f"rule_{i}"))
+
+    widest = max(30, *(r.period_days for r in rules)) if rules else 30
+    query = (
+        sa.select(*columns)
+        .select_from(log)
+        .join(cid.table, cid == log.customer_id)
+        .join(Customer, Customer.id == log.customer_id)
+        .outerjoin(ContactPreference, ContactPreference.customer_id == log.customer_id)
+        .join(windows, window_join)
+        .where(
+            log.kind == "marketing",
+            log.status.in_(COUNTED_STATUSES),
+            log.at > windows.c[f"lo_{widest}"],
+            log.at < windows.c[f"hi_{widest}"],
+        )
+        .group_by(log.customer_id)
+    )
+    if message.message_ref is not None:
+        query = query.where(log.message_ref != message.message_ref)
+    return query.subquery("contact_counts")
+
+
+def _cap_exceeded(
+    channel: str,
+    counts: sa.Subquery,
+    subscription: Any,
+    rules: Sequence[PressureRule],
+) -> sa.ColumnElement[bool]:
+    def n(column: str) -> sa.ColumnElement[int]:
+        return sa.func.coalesce(counts.c[column], 0)
+
+    frequency = sa.func.coalesce(ContactPreference.frequency, "any")
+    topic_frequency = sa.func.coalesce(subscription.frequency, "any")
+    conditions = [
+        sa.and_(frequency == "weekly", n("all_7") >= 1),
+        sa.and_(frequency == "monthly", n("all_30") >= 1),
+        sa.and_(topic_frequency == "weekly", n("topic_7") >= 1),
+        sa.and_(topic_frequency == "monthly", n("topic_30") >= 1),
+    ]
+    for i, rule in enumerate(rules):
+        if _rule_applies(rule, channel):
+            conditions.append(n(f"rule_{i}") >= rule.max_messages)
+    return sa.or_(*conditions)
+
+
+def _choose_channel(per_channel: sa.Subquery, message: Message, cfg: ConsentSettings) -> sa.Select:
+    """Pick each customer's channel: first in their order that sends or defers."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for order in _ALL_ORDERS:
+        groups.setdefault(effective_order(order, message.channels, cfg), []).append(",".join(order))
+
+    def passes(channel: str) -> sa.ColumnElement[bool]:
+        reason = per_channel.c[f"r_{channel}"]
+        return sa.or_(reason.is_(None), reason == QUIET_HOURS)
+
+    def pick(order: tuple[str, ...]) -> sa.ColumnElement[str]:
+        return sa.case(*((passes(ch), ch) for ch in order), else_=sa.null())
+
+    default = effective_order((), message.channels, cfg)
+    key = per_channel.c.channel_order
+    others = [(order, keys) for order, keys in groups.items() if order != default]
+    chosen: sa.ColumnElement[str | None] = pick(default)
+    first: sa.ColumnElement[str] = sa.literal(default[0])
+    if others:
+        chosen = sa.case(*((key.in_(keys), pick(order)) for order, keys in others), else_=chosen)
+        first = sa.case(*((key.in_(keys), order[0]) for order, keys in others), else_=first)
+    staged = sa.select(
+        per_channel.c.customer_id,
+        per_channel.c.next_open,
+        per_channel.c.contact_at,
+        chosen.label("chosen"),
+        first.label("first"),
+        *(per_channel.c[f"r_{ch}"] for ch in message.channels),
+    ).subquery("staged")
+
+    def reason_of(channel_column: sa.ColumnElement[str]) -> sa.ColumnElement[str | None]:
+        return sa.case(
+            *((channel_column == ch, staged.c[f"r_{ch}"]) for ch in message.channels),
+            else_=sa.null(),
+        )
+
+    chosen_reason = reason_of(staged.c.chosen)
+    channel = sa.func.coalesce(staged.c.chosen, staged.c.first)
+    decision = sa.case(
+        (staged.c.chosen.is_(None), SKIP),
+        (chosen_reason == QUIET_HOURS, DEFER),
+        else_=SEND,
+    )
+    reason = sa.case(
+        (staged.c.chosen.is_(None), reason_of(staged.c.first)),
+        else_=chosen_reason,
+    )
+    until = sa.case((chosen_reason == QUIET_HOURS, staged.c.next_open), else_=sa.null())
+    contact_at = sa.case((staged.c.chosen.is_not(None), staged.c.contact_at), else_=sa.null())
+    return sa.select(
+        staged.c.customer_id.label("customer_id"),
+        channel.label("channel"),
+        decision.label("decision"),
+        reason.label("reason"),
+        until.label("until"),
+        contact_at.label("contact_at"),
+    )

@@ -1,0 +1,78 @@
+"""Rejected input as sentences the customer can act on, in their language."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import InvalidField, InvalidInput
+from ..i18n import _
+
+MESSAGES = {
+    "invalid_email": _("This is not a valid email address."),
+    "invalid_phone": _(
+        "This is not a valid phone number: use the international form, +33612345678."
+    ),
+    "invalid_postal": _("This is not a complete postal address."),
+    "required": _("This field is required."),
+    "invalid": _("This value is not valid."),
+    "too_long": _("This is too long."),
+    "no_address": _("Add an address for this channel first."),
+    "suppressed": _("This address cannot receive messages from us."),
+    "already_granted": _("This channel is already confirmed."),
+    "erased": _("This account was erased."),
+    "unknown_channel": _("This is not one of our channels."),
+    "unknown_frequency": _("Choose one of the frequencies offered."),
+    "unknown_topic": _("This topic does not exist."),
+    "inactive": _("This topic is no longer offered."),
+    "not_subscribed": _("Subscribe to this topic before choosing how often you get it."),
+    "past": _("This date or time is already past."),
+    "invalid_datetime": _("This is not a valid date."),
+    "unknown": _("This is not a time zone we know (for example Europe/Paris)."),
+    "incomplete": _("Give both a start and an end time."),
+    "out_of_range": _("This time is not valid."),
+    "empty_window": _("The start and end times must differ."),
+    "duplicate": _("Each channel can appear only once in the order."),
+    "bad_day": _("We do not call back on that day: choose a business day."),
+    "bad_slot": _("Choose one of the slots offered."),
+    "no_double_opt_in": _("This channel does not need a confirmation."),
+}
+GENERIC = _("This value was refused.")
+
+FIELD_NAMES = {
+    "email": _("Email address"),
+    "phone": _("Phone number"),
+    "postal": _("Postal address"),
+    "channel": _("Channel"),
+    "topic": _("Topic"),
+    "frequency": _("Frequency"),
+    "paused_until": _("Pause"),
+    "contact_hours": _("Contact hours"),
+    "timezone": _("Time zone"),
+    "channel_order": _("Channel order"),
+    "day": _("Day"),
+    "slot": _("Time slot"),
+    "note": _("Message"),
+    "code": _("Code"),
+    "customer": _("Account"),
+}
+
+
+def field_label(field: str, t: Callable[..., str]) -> str:
+    head = field.split(".")[0]
+    if head in ("topic", "topic_frequency"):
+        return t(FIELD_NAMES["topic"])
+    if head == "postal":
+        return t(FIELD_NAMES["postal"])
+    if head in ("sms",):
+        return t(FIELD_NAMES["phone"])
+    return t(FIELD_NAMES.get(head, FIELD_NAMES["channel"]))
+
+
+def messages(error: InvalidInput, t: Callable[..., str]) -> list[str]:
+    """One sentence per rejected field: "Phone number: this is not a valid phone number."."""
+    return [_sentence(e, t) for e in error.errors]
+
+
+def _sentence(error: InvalidField, t: Callable[..., str]) -> str:
+    message = MESSAGES.get(error.code or "", GENERIC)
+    return f"{field_label(error.field, t)} — {t(message)}"

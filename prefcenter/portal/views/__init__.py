@@ -1,0 +1,1 @@
+"""Portal views: each gathers input, calls one service, and renders or redirects."""

@@ -1,0 +1,190 @@
+"""Getting into the portal without a password: signed links, magic links, log out, CSRF."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import webtest
+
+from prefcenter import make_wsgi_app
+from prefcenter.db import DBBIND_KEY
+from prefcenter.models import utcnow
+from prefcenter.portal.links import portal_token
+from tests.conftest import app_settings
+from tests.factories import make_customer
+from tests.functional.portal.conftest import csrf_token, link_path, log_in
+
+
+def test_a_signed_link_opens_a_session_and_lands_on_the_portal(portal, dbsession):
+    customer = make_customer(dbsession)
+    response = portal.get(link_path(customer.id), status=303)
+    assert response.location == "http://localhost/portal"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "secure" not in cookie.lower()
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    home = portal.get("/portal")
+    assert home.html.find_all("h1")[0].text == "Ce que vous recevrez"
+
+
+def test_the_session_cookie_is_secure_in_production(connection, broker, dbsession):
+    settings = app_settings(
+        **{DBBIND_KEY: connection, "prefcenter.broker": broker, "prefcenter.env": "production"}
+    )
+    app = webtest.TestApp(make_wsgi_app(settings))
+    customer = make_customer(dbsession)
+    response = app.get(link_path(customer.id), status=303)
+    assert "secure" in response.headers["Set-Cookie"].lower()
+
+
+def test_a_tampered_link_gets_a_clear_page_and_no_session(portal, dbsession):
+    customer = make_customer(dbsession)
+    path = link_path(customer.id)
+    tampered = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
+    page = portal.get(tampered, status=400)
+    assert "Il a peut-être été copié" in page.text
+    assert "Set-Cookie" not in page.headers or "customer" not in page.headers["Set-Cookie"]
+    portal.get("/portal", status=303)
+
+
+def test_an_expired_link_says_so_with_403(portal, dbsession):
+    customer = make_customer(dbsession)
+    old = utcnow() - dt.timedelta(hours=100)
+    page = portal.get(link_path(customer.id, hours=72, now=old), status=403)
+    assert "Ce lien a expiré" in page.text
+    portal.get("/portal", status=303)
+
+
+def test_a_link_minted_for_another_purpose_is_refused(portal, dbsession):
+    from prefcenter import tokens
+    from tests.conftest import TEST_SECRET
+
+    customer = make_customer(dbsession)
+    token = tokens.sign(
+        TEST_SECRET, "unsubscribe", {"c": str(customer.id)}, utcnow() + dt.timedelta(hours=1)
+    )
+    portal.get(f"/p/{token}", status=400)
+
+
+def test_a_link_for_an_erased_customer_is_refused(portal, dbsession):
+    customer = make_customer(dbsession, erased_at=utcnow())
+    portal.get(link_path(customer.id), status=400)
+
+
+def test_pages_need_a_session(portal):
+    for path in ("/portal", "/portal/channels", "/portal/topics", "/portal/frequency"):
+        assert portal.get(path, status=303).location == "http://localhost/portal/login"
+
+
+def test_link_lifetime_comes_from_the_settings(connection, broker, dbsession):
+    settings = app_settings(
+        **{DBBIND_KEY: connection, "prefcenter.broker": broker, "prefcenter.portal.link_hours": "1"}
+    )
+    app = make_wsgi_app(settings)
+    assert app.registry["portal.settings"].link_hours == 1
+
+
+def test_magic_link_is_sent_to_a_known_address(portal, courier, dbsession):
+    customer = make_customer(dbsession, email="lea@example.com")
+    page = portal.get("/portal/login")
+    form = page.forms[0]
+    form["email"] = " Lea@Example.com "
+    answer = form.submit(status=200)
+    assert "Si cette adresse nous est connue" in answer.text
+    message = courier.last("magic_link")
+    assert message.customer_id == customer.id
+    assert "lea@example.com" not in message.link and "@" not in message.link
+    portal.reset()
+    assert portal.get(message.link.replace("http://localhost", ""), status=303)
+    assert portal.get("/portal").status_int == 200
+
+
+def test_magic_link_answer_is_the_same_for_an_unknown_address(portal, courier, dbsession):
+    make_customer(dbsession, email="known@example.com")
+    token = csrf_token(portal)
+    known = portal.post("/portal/login", {"email": "known@example.com", "csrf_token": token})
+    unknown = portal.post("/portal/login", {"email": "nobody@example.com", "csrf_token": token})
+    assert known.status_int == unknown.status_int == 200
+    assert known.html.find("main").text == unknown.html.find("main").text
+    assert [m.to for m in courier.sent] == ["known@example.com"]
+
+
+def test_magic_link_refuses_an_invalid_email(portal, courier):
+    token = csrf_token(portal)
+    page = portal.post("/portal/login", {"email": "not-an-email", "csrf_token": token}, status=400)
+    assert "Cette adresse e-mail" in page.text
+    assert courier.sent == []
+
+
+def test_magic_link_is_rate_limited_per_address(portal, courier, dbsession):
+    make_customer(dbsession, email="many@example.com")
+    token = csrf_token(portal)
+    for _ in range(3):
+        portal.post("/portal/login", {"email": "many@example.com", "csrf_token": token})
+    page = portal.post(
+        "/portal/login", {"email": "many@example.com", "csrf_token": token}, status=429
+    )
+    assert "Trop de demandes" in page.text
+    assert len(courier.sent) == 3
+
+
+def test_magic_link_is_rate_limited_per_ip(portal, courier):
+    token = csrf_token(portal)
+    for n in range(20):
+        portal.post("/portal/login", {"email": f"p{n}@example.com", "csrf_token": token})
+    portal.post("/portal/login", {"email": "p99@example.com", "csrf_token": token}, status=429)
+    # Another address from another IP still gets through.
+    portal.post(
+        "/portal/login",
+        {"email": "p99@example.com", "csrf_token": token},
+        extra_environ={"REMOTE_ADDR": "198.51.100.1"},
+        status=200,
+    )
+
+
+def test_a_form_without_csrf_token_is_refused(portal, courier, dbsession):
+    make_customer(dbsession, email="csrf@example.com")
+    portal.get("/portal/login")
+    portal.post("/portal/login", {"email": "csrf@example.com"}, status=400)
+    assert courier.sent == []
+
+
+def test_log_out_ends_the_session(portal, dbsession):
+    customer = make_customer(dbsession)
+    log_in(portal, customer)
+    home = portal.get("/portal")
+    logout = home.forms[0]  # the log-out form of the menu
+    assert logout.action.endswith("/portal/logout")
+    assert logout.submit(status=303).location == "http://localhost/portal/login"
+    portal.get("/portal", status=303)
+
+
+def test_log_out_needs_csrf(portal, dbsession):
+    customer = make_customer(dbsession)
+    log_in(portal, customer)
+    portal.post("/portal/logout", status=400)
+    portal.get("/portal", status=200)
+
+
+def test_link_tokens_never_contain_an_address(dbsession):
+    customer = make_customer(dbsession, email="secret@example.com")
+    import base64
+
+    token = portal_token("s" * 40, customer.id, hours=1, now=utcnow())
+    body = base64.urlsafe_b64decode(token.split(".")[0] + "==").decode()
+    assert "secret" not in body and "@" not in body
+
+
+def test_a_portal_visit_is_an_inbound_interaction_once_a_day(portal, dbsession):
+    import sqlalchemy as sa
+
+    from prefcenter.models import Customer, Interaction
+
+    customer = make_customer(dbsession)
+    portal.get(link_path(customer.id), status=303)
+    portal.get(link_path(customer.id), status=303)
+    dbsession.expire_all()
+    kinds = dbsession.scalars(
+        sa.select(Interaction.kind).where(Interaction.customer_id == customer.id)
+    ).all()
+    assert kinds == ["portal_visit"]
+    assert dbsession.get(Customer, customer.id).last_interaction_at is not None

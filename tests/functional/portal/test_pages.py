@@ -1,0 +1,573 @@
+"""Every portal page and every change it offers, with its error paths, in both languages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from prefcenter.models import (
+    CallbackRequest,
+    ChannelConsent,
+    ConsentLedgerEntry,
+    Customer,
+    Interaction,
+    utcnow,
+)
+from tests.factories import make_customer, make_topic
+from tests.functional.portal.conftest import BROWSER, log_in
+
+
+def ledger(dbsession, customer, field=None):
+    query = sa.select(ConsentLedgerEntry).where(ConsentLedgerEntry.customer_id == customer.id)
+    if field:
+        query = query.where(ConsentLedgerEntry.field == field)
+    return dbsession.scalars(query.order_by(ConsentLedgerEntry.id)).all()
+
+
+def fresh(dbsession, customer) -> Customer:
+    dbsession.expire_all()
+    return dbsession.get(Customer, customer.id)
+
+
+def consent_status(dbsession, customer, channel):
+    dbsession.expire_all()
+    return dbsession.scalar(
+        sa.select(ChannelConsent.status).where(
+            ChannelConsent.customer_id == customer.id, ChannelConsent.channel == channel
+        )
+    )
+
+
+@pytest.fixture
+def offers(dbsession):
+    return make_topic(
+        dbsession,
+        key="offers",
+        names={"fr": "Bons plans", "en": "Deals"},
+        descriptions={"fr": "Nos promotions", "en": "Our promotions"},
+        regime="opt_out",
+    )
+
+
+@pytest.fixture
+def news(dbsession):
+    return make_topic(dbsession, key="news", names={"fr": "Actualités", "en": "News"})
+
+
+@pytest.fixture
+def camille(dbsession):
+    return make_customer(dbsession, email="camille@example.com", phone="+33612345678")
+
+
+def last_form(page):
+    return page.forms[max(k for k in page.forms if isinstance(k, int))]
+
+
+def only_h1(page) -> str:
+    headings = page.html.find_all("h1")
+    assert len(headings) == 1
+    return headings[0].text
+
+
+# --- what you will receive ---------------------------------------------------------------
+
+
+def test_home_tells_channel_frequency_and_when_for_each_topic_in_french(
+    portal, dbsession, camille, offers, news
+):
+    log_in(portal, camille)
+    page = portal.get("/portal")
+    assert only_h1(page) == "Ce que vous recevrez"
+    cards = page.html.select("li.card")
+    assert [c.h2.text for c in cards] == ["Actualités", "Bons plans"]
+    deals = cards[1].text
+    # Post is opt-out and the postal address is missing; email is opt-in and not granted.
+    assert "Au fil de l\u2019eau" in deals
+    # Email and SMS are opt-in and not granted; phone is opt-out: the policy picks it.
+    assert cards[1].find("dd").text == "téléphone"
+    assert "Vous ne le recevriez pas par e-mail" in cards[0].text
+    assert "Vous n\u2019êtes pas abonné(e) à « Actualités »" in cards[0].text
+
+
+def test_home_in_english_after_switching_language(portal, dbsession, camille, offers):
+    log_in(portal, camille)
+    page = portal.get("/portal?lang=en")
+    assert only_h1(page) == "What you will receive"
+    assert page.html.html["lang"] == "en"
+    assert "Deals" in page.text and "Our promotions" in page.text
+    # The choice sticks for the next pages.
+    assert only_h1(portal.get("/portal/channels")) == "Channels"
+
+
+def test_home_shows_the_chosen_channel_when_the_policy_allows_it(portal, dbsession, offers):
+    customer = make_customer(
+        dbsession, postal_line1="1 rue de la Paix", postal_code="75002", city="Paris", country="FR"
+    )
+    log_in(portal, customer, lang="en")
+    card = portal.get("/portal").html.select_one("li.card")
+    assert "postal mail" in card.find("dd").text
+    assert "off" not in card["class"]
+
+
+def test_language_comes_from_accept_language_before_login(portal):
+    page = portal.get("/portal/login", headers={"Accept-Language": "en-GB,en;q=0.9"})
+    assert only_h1(page) == "Access your preferences"
+    page = portal.get("/portal/login", headers={"Accept-Language": "de-DE"})
+    assert only_h1(page) == "Accéder à vos préférences"
+
+
+def test_language_comes_from_the_customer_locale(portal, dbsession):
+    customer = make_customer(dbsession, locale="en")
+    log_in(portal, customer)
+    assert only_h1(portal.get("/portal")) == "What you will receive"
+
+
+# --- channels ----------------------------------------------------------------------------
+
+
+def test_channels_page_has_labelled_controls_and_fieldsets(portal, camille):
+    log_in(portal, camille)
+    page = portal.get("/portal/channels")
+    assert only_h1(page) == "Canaux"
+    for field in page.html.select("input:not([type=hidden]), select, textarea"):
+        assert page.html.find("label", attrs={"for": field["id"]}), field
+    assert len(page.html.select("fieldset > legend")) >= 7
+
+
+def test_sms_double_opt_in_with_the_code(portal, courier, dbsession, camille):
+    log_in(portal, camille)
+    page = portal.get("/portal/channels")
+    grant = next(f for f in page.forms.values() if f.action.endswith("/channels/sms/grant"))
+    grant.submit(status=303)
+    assert consent_status(dbsession, camille, "sms") == "pending"
+    code = courier.last("confirm_sms").code
+    assert code and len(code) == 6
+
+    page = portal.get("/portal/channels")
+    confirm = next(f for f in page.forms.values() if f.action.endswith("/channels/sms/confirm"))
+    confirm["code"] = "000000" if code != "000000" else "111111"
+    wrong = confirm.submit(status=400)
+    assert "Ce code n\u2019est pas celui" in wrong.text
+    confirm = next(f for f in wrong.forms.values() if f.action.endswith("/channels/sms/confirm"))
+    confirm["code"] = code
+    confirm.submit(status=303).follow()
+    assert consent_status(dbsession, camille, "sms") == "granted"
+    granted = ledger(dbsession, camille, "consent.sms")[-1]
+    assert (granted.before, granted.after) == ("pending", "granted")
+    assert (granted.ip, granted.user_agent) == (BROWSER["REMOTE_ADDR"], BROWSER["HTTP_USER_AGENT"])
+
+
+def test_email_double_opt_in_with_the_link(portal, courier, dbsession, camille):
+    log_in(portal, camille)
+    page = portal.get("/portal/channels")
+    grant = next(f for f in page.forms.values() if f.action.endswith("/channels/email/grant"))
+    grant.submit(status=303)
+    link = courier.last("confirm_email").link.replace("http://localhost", "")
+    assert "@" not in link
+    ask = portal.get(link)
+    assert consent_status(dbsession, camille, "email") == "pending"  # GET changes nothing
+    last_form(ask).submit(status=200)
+    assert consent_status(dbsession, camille, "email") == "granted"
+
+
+def test_email_confirmation_with_a_tampered_link(portal, dbsession, camille):
+    page = portal.get("/portal/confirm/abc.def", status=400)
+    assert "Rien n\u2019a été modifié" in page.text
+
+
+def test_opt_out_channel_granted_at_once_and_refused(portal, dbsession, camille):
+    log_in(portal, camille)
+    page = portal.get("/portal/channels")
+    next(f for f in page.forms.values() if f.action.endswith("/channels/post/grant")).submit(
+        status=303
+    )
+    assert consent_status(dbsession, camille, "post") == "granted"
+    page = portal.get("/portal/channels")
+    next(f for f in page.forms.values() if f.action.endswith("/channels/post/refuse")).submit(
+        status=303
+    )
+    assert consent_status(dbsession, camille, "post") == "refused"
+    assert [e.after for e in ledger(dbsession, camille, "consent.post")] == ["granted", "refused"]
+
+
+def test_change_email_needs_confirmation_again(portal, courier, dbsession, camille):
+    log_in(portal, camille)
+    page = portal.get("/portal/channels")
+    next(f for f in page.forms.values() if f.action.endswith("/channels/email/grant")).submit()
+    link = courier.last("confirm_email").link.replace("http://localhost", "")
+    last_form(portal.get(link)).submit()
+    assert consent_status(dbsession, camille, "email") == "granted"
+
+    page = portal.get("/portal/channels")
+    form = next(f for f in page.forms.values() if f.action.endswith("/address/email"))
+    form["email"] = "new@example.com"
+    form.submit(status=303)
+    assert fresh(dbsession, camille).email == "new@example.com"
+    assert consent_status(dbsession, camille, "email") == "pending"
+    entry = ledger(dbsession, camille, "address.email")[-1]
+    assert "new@example.com" not in (entry.after or "")
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value", "message"),
+    [
+        ("email", "email", "nope@", "Cette adresse e-mail n"),
+        ("phone", "phone", "12", "Ce numéro de téléphone n"),
+    ],
+)
+def test_invalid_address_changes_nothing(portal, dbsession, camille, kind, field, value, message):
+    log_in(portal, camille)
+    page = portal.get("/portal/channels")
+    form = next(f for f in page.forms.values() if f.action.endswith(f"/address/{kind}"))
+    form[field] = value
+    answer = form.submit(status=400)
+    assert message in answer.html.select_one(".errors").text
+    assert fresh(dbsession, camille).email == "camille@example.com"
+    assert fresh(dbsession, camille).phone == "+33612345678"
+    assert ledger(dbsession, camille) == []
+
+
+def test_postal_address_requires_city_in_english(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    page = portal.get("/portal/channels")
+    form = next(f for f in page.forms.values() if f.action.endswith("/address/postal"))
+    form["line1"] = "3 rue Lepic"
+    form["postal_code"] = "75018"
+    answer = form.submit(status=400)
+    assert "Postal address — This field is required." in answer.text
+    form = next(f for f in answer.forms.values() if f.action.endswith("/address/postal"))
+    form["line1"] = "3 rue Lepic"
+    form["postal_code"] = "75018"
+    form["city"] = "Paris"
+    form.submit(status=303)
+    assert fresh(dbsession, camille).city == "Paris"
+
+
+def test_unknown_channel_is_404(portal, camille):
+    log_in(portal, camille)
+    token = portal.get("/portal/channels").html.find("input", {"name": "csrf_token"})["value"]
+    portal.post("/portal/channels/pigeon/grant", {"csrf_token": token}, status=404)
+
+
+def test_sms_without_phone_says_add_an_address(portal, dbsession):
+    customer = make_customer(dbsession, phone=None)
+    log_in(portal, customer, lang="en")
+    page = portal.get("/portal/channels")
+    answer = next(
+        f for f in page.forms.values() if f.action.endswith("/channels/sms/grant")
+    ).submit(status=400)
+    assert "Add an address for this channel first." in answer.text
+
+
+# --- topics ------------------------------------------------------------------------------
+
+
+def test_subscribe_and_unsubscribe_a_topic(portal, dbsession, camille, news, offers):
+    log_in(portal, camille)
+    page = portal.get("/portal/topics")
+    assert only_h1(page) == "Sujets"
+    assert "Nos promotions" in page.text
+    form = next(
+        f for f in page.forms.values() if f.fields.get("topic") and f["topic"].value == "news"
+    )
+    form.submit("subscribed", value="yes", status=303)
+    page = portal.get("/portal/topics")
+    form = next(
+        f for f in page.forms.values() if f.fields.get("topic") and f["topic"].value == "offers"
+    )
+    form.submit("subscribed", value="no", status=303)
+    assert [(e.field, e.after) for e in ledger(dbsession, camille)] == [
+        ("topic.news", "subscribed"),
+        ("topic.offers", "unsubscribed"),
+    ]
+
+
+def test_unknown_topic_is_refused(portal, dbsession, camille, news):
+    log_in(portal, camille, lang="en")
+    token = portal.get("/portal/topics").html.find("input", {"name": "csrf_token"})["value"]
+    page = portal.post(
+        "/portal/topics", {"csrf_token": token, "topic": "nope", "subscribed": "yes"}, status=400
+    )
+    assert "This topic does not exist." in page.text
+    assert ledger(dbsession, camille) == []
+
+
+# --- frequency, pause, hours, order -------------------------------------------------------
+
+
+def _form(page, route_end):
+    return next(f for f in page.forms.values() if f.action.endswith(route_end))
+
+
+def test_overall_and_per_topic_frequency(portal, dbsession, camille, offers):
+    log_in(portal, camille)
+    page = portal.get("/portal/frequency")
+    assert only_h1(page) == "Fréquence et pause"
+    form = _form(page, "/portal/frequency")
+    form["frequency"] = "weekly"
+    form["topic.offers"] = "monthly"
+    form.submit(status=303)
+    fields = {(e.field, e.after) for e in ledger(dbsession, camille)}
+    assert {("frequency", "weekly"), ("topic_frequency.offers", "monthly")} <= fields
+    assert "Au plus une fois par mois" in portal.get("/portal").text
+
+
+def test_invalid_frequency_changes_nothing(portal, dbsession, camille, offers):
+    log_in(portal, camille)
+    token = portal.get("/portal/frequency").html.find("input", {"name": "csrf_token"})["value"]
+    portal.post(
+        "/portal/frequency",
+        {"csrf_token": token, "frequency": "weekly", "topic.offers": "hourly"},
+        status=400,
+    )
+    portal.post(
+        "/portal/frequency",
+        {"csrf_token": token, "frequency": "weekly", "topic.nope": "weekly"},
+        status=400,
+    )
+    assert ledger(dbsession, camille) == []
+
+
+def test_pause_one_month_then_resume(portal, dbsession, camille):
+    log_in(portal, camille)
+    form = _form(portal.get("/portal/frequency"), "/portal/pause")
+    form["length"] = "1"
+    form.submit(status=303)
+    until = fresh(dbsession, camille).preference.paused_until
+    assert dt.timedelta(days=27) < until - utcnow() < dt.timedelta(days=32)
+    page = portal.get("/portal/frequency")
+    assert "en pause jusqu\u2019au" in page.text
+    _form(page, "/portal/resume").submit(status=303)
+    assert fresh(dbsession, camille).preference.paused_until is None
+    assert [e.field for e in ledger(dbsession, camille)] == ["paused_until", "paused_until"]
+
+
+def test_pause_until_a_date_is_shown_in_the_customer_language(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    form = _form(portal.get("/portal/frequency"), "/portal/pause")
+    form["length"] = "date"
+    form["until"] = (utcnow() + dt.timedelta(days=40)).date().isoformat()
+    form.submit(status=303)
+    page = portal.get("/portal")
+    expected = (utcnow() + dt.timedelta(days=40)).strftime("%B")
+    assert "paused until" in page.text and expected in page.text
+
+
+def test_pause_in_the_past_is_refused(portal, dbsession, camille):
+    log_in(portal, camille)
+    form = _form(portal.get("/portal/frequency"), "/portal/pause")
+    form["length"] = "date"
+    form["until"] = "2020-01-01"
+    page = form.submit(status=400)
+    assert "déjà passée" in page.text
+    form = _form(page, "/portal/pause")
+    form["length"] = "date"
+    form["until"] = "someday"
+    form.submit(status=400)
+    assert ledger(dbsession, camille) == []
+
+
+def test_contact_hours_and_timezone(portal, dbsession, camille):
+    log_in(portal, camille)
+    form = _form(portal.get("/portal/frequency"), "/portal/hours")
+    form["start"] = "10:00"
+    form["end"] = "19:30"
+    form["timezone"] = "America/Montreal"
+    form.submit(status=303)
+    customer = fresh(dbsession, camille)
+    assert customer.timezone == "America/Montreal"
+    assert (customer.preference.contact_start, customer.preference.contact_end) == (600, 1170)
+    assert {e.field for e in ledger(dbsession, camille)} == {"timezone", "contact_hours"}
+
+
+def test_bad_hours_or_timezone_change_nothing(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    token = portal.get("/portal/frequency").html.find("input", {"name": "csrf_token"})["value"]
+    page = portal.post(
+        "/portal/hours",
+        {"csrf_token": token, "start": "10:00", "end": "10:00", "timezone": "Europe/Paris"},
+        status=400,
+    )
+    assert "The start and end times must differ." in page.text
+    page = portal.post(
+        "/portal/hours",
+        {"csrf_token": token, "start": "10:00", "end": "18:00", "timezone": "Mars/Olympus"},
+        status=400,
+    )
+    assert "not a time zone we know" in page.text
+    portal.post(
+        "/portal/hours",
+        {"csrf_token": token, "start": "25:00", "end": "18:00", "timezone": "Europe/Paris"},
+        status=400,
+    )
+    assert ledger(dbsession, camille) == []
+
+
+def test_channel_order(portal, dbsession, camille):
+    log_in(portal, camille)
+    form = _form(portal.get("/portal/frequency"), "/portal/order")
+    for n, channel in enumerate(("sms", "email", "post", "phone"), start=1):
+        form[f"order{n}"] = channel
+    form.submit(status=303)
+    assert fresh(dbsession, camille).preference.channel_order == "sms,email,post,phone"
+
+
+def test_channel_order_with_a_channel_twice_is_refused(portal, dbsession, camille):
+    log_in(portal, camille)
+    form = _form(portal.get("/portal/frequency"), "/portal/order")
+    for n, channel in enumerate(("sms", "sms", "post", "phone"), start=1):
+        form[f"order{n}"] = channel
+    page = form.submit(status=400)
+    assert "qu\u2019une fois" in page.text
+    assert ledger(dbsession, camille) == []
+
+
+# --- call back ---------------------------------------------------------------------------
+
+
+def test_call_back_request_is_stored_as_call_list_entry_and_interaction(portal, dbsession, camille):
+    log_in(portal, camille)
+    page = portal.get("/portal/callback")
+    assert only_h1(page) == "Demander à être rappelé"
+    form = last_form(page)
+    day_value = form["day"].options[-1][0]
+    form["day"] = day_value
+    form["slot"] = "600"
+    form["note"] = "Question sur ma carte"
+    done = form.submit(status=200)
+    assert "Merci. Nous vous appellerons au +33612345678" in done.text
+    callback = dbsession.scalars(
+        sa.select(CallbackRequest).where(CallbackRequest.customer_id == camille.id)
+    ).one()
+    assert (callback.day.isoformat(), callback.slot_start, callback.slot_end) == (
+        day_value,
+        600,
+        660,
+    )
+    assert dt.date.fromisoformat(day_value).weekday() < 5
+    kinds = dbsession.scalars(
+        sa.select(Interaction.kind).where(Interaction.customer_id == camille.id)
+    ).all()
+    assert sorted(kinds) == ["callback_request", "portal_visit"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("day", "2020-01-06", "jour ouvré"),
+        ("slot", "1200", "créneaux proposés"),
+        ("phone", "123", "numéro de téléphone n"),
+    ],
+)
+def test_call_back_errors(portal, dbsession, camille, field, value, message):
+    log_in(portal, camille)
+    form = last_form(portal.get("/portal/callback"))
+    values = {
+        "csrf_token": form["csrf_token"].value,
+        "day": form["day"].options[-1][0],
+        "slot": "600",
+        "phone": "+33612345678",
+    }
+    values[field] = value
+    page = portal.post("/portal/callback", values, status=400)
+    assert message in page.text
+    assert dbsession.scalars(sa.select(CallbackRequest)).all() == []
+
+
+# --- my data -----------------------------------------------------------------------------
+
+
+def test_download_my_data(portal, dbsession, camille, offers):
+    log_in(portal, camille)
+    page = portal.get("/portal/data")
+    assert only_h1(page) == "Mes données"
+    download = portal.get("/portal/data/export.json")
+    assert download.content_type == "application/json"
+    assert "attachment" in download.headers["Content-Disposition"]
+    document = json.loads(download.text)
+    assert document["profile"]["email"] == "camille@example.com"
+    assert set(document) >= {"preferences", "consents", "ledger", "interactions", "messages"}
+
+
+def test_erase_needs_the_confirmation_box(portal, dbsession, camille):
+    log_in(portal, camille)
+    form = last_form(portal.get("/portal/data/erase"))
+    page = form.submit(status=400)
+    assert "Cochez la case" in page.text
+    assert fresh(dbsession, camille).erased_at is None
+
+
+def test_erase_my_account(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    form = last_form(portal.get("/portal/data/erase"))
+    form["confirm"] = True
+    page = form.submit(status=200)
+    assert "Your account is erased." in page.text
+    customer = fresh(dbsession, camille)
+    assert customer.erased_at is not None and customer.email is None
+    assert all(e.ip is None for e in ledger(dbsession, camille))
+    portal.get("/portal", status=303)
+
+
+def test_language_switch_from_a_form_answer_goes_to_its_page(portal, dbsession, camille):
+    log_in(portal, camille)
+    page = portal.get("/portal/channels")
+    form = next(f for f in page.forms.values() if f.action.endswith("/address/email"))
+    form["email"] = "nope@"
+    answer = form.submit(status=400)
+    english = answer.html.find("a", hreflang="en")["href"]
+    assert english == "http://localhost/portal/channels?lang=en"
+    assert only_h1(portal.get(english)) == "Channels"
+    assert page.html.find("a", hreflang="en")["href"] == "http://localhost/portal/channels?lang=en"
+
+
+def test_portal_pages_send_security_headers(portal, camille):
+    log_in(portal, camille)
+    headers = portal.get("/portal").headers
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert "Content-Security-Policy" not in portal.get("/healthz").headers
+
+
+def test_development_courier_logs_the_link_production_does_not(caplog):
+    import logging
+    import uuid
+
+    from prefcenter.portal.courier import LogCourier, PortalMessage
+
+    message = PortalMessage(
+        kind="magic_link",
+        customer_id=uuid.uuid4(),
+        channel="email",
+        to="marie@example.com",
+        locale="fr",
+        link="http://localhost/p/TOKEN",
+    )
+    with caplog.at_level(logging.INFO, logger="prefcenter.portal.courier"):
+        LogCourier(production=False).send(message)
+        LogCourier(production=True).send(message)
+    development, production = caplog.records
+    assert "http://localhost/p/TOKEN" in development.getMessage()
+    assert "marie@example.com" not in development.getMessage()
+    assert "TOKEN" not in production.getMessage()
+
+
+def test_email_confirmation_with_an_expired_link(portal, dbsession, camille):
+    from prefcenter import tokens
+    from prefcenter.services.preferences import DOUBLE_OPT_IN_PURPOSE
+    from tests.conftest import TEST_SECRET
+
+    old = utcnow() - dt.timedelta(days=3)
+    token = tokens.sign(
+        TEST_SECRET,
+        DOUBLE_OPT_IN_PURPOSE,
+        {"customer": str(camille.id), "channel": "email", "nonce": "n"},
+        old + dt.timedelta(hours=48),
+    )
+    page = portal.get(f"/portal/confirm/{token}", status=403)
+    assert "Ce lien a expiré" in page.text
+    portal.post(f"/portal/confirm/{token}", {"csrf_token": "x"}, status=400)  # CSRF first
+    assert ledger(dbsession, camille) == []
