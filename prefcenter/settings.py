@@ -8,6 +8,7 @@ names every missing or malformed setting.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,7 +90,7 @@ def _validate(settings: Mapping[str, Any]) -> list[str]:
     elif not str(url).startswith("env:"):
         try:
             parsed = make_url(str(url))
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
             problems.append(
                 f"sqlalchemy.url (DATABASE_URL): {redact(str(url))!r} is not a database URL "
                 "(expected e.g. postgresql+psycopg://user@host/dbname)"
@@ -129,11 +130,15 @@ def _validate(settings: Mapping[str, Any]) -> list[str]:
 
 
 def redact(url: str) -> str:
-    """Hide a password inside a URL before it is printed."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+    """Hide a password inside a URL before it is printed, even in a malformed URL.
+
+    Whatever follows a ``:`` up to the first ``@`` is taken for a password, so
+    ``scheme:/user:secret@host`` (which urlsplit cannot parse) is redacted too.
+    """
+    return _PASSWORD.sub(":***@", url, count=1)
+
+
+_PASSWORD = re.compile(r":[^:@/]+@")
 
 
 def database_url(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
