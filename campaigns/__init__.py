@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from . import models  # noqa: F401  (register the engine's tables on prefcenter's Base)
+
 
 def includeme(config: Any) -> None:
     config.include(".routes")

@@ -7,6 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from pyramid.paster import get_appsettings
 
+import campaigns.models  # noqa: F401  (the campaign engine's tables share prefcenter's Base)
 from prefcenter.db import make_engine
 from prefcenter.models import Base
 from prefcenter.settings import database_url

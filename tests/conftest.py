@@ -19,6 +19,7 @@ import webtest
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.orm import Session
 
+import campaigns.models  # noqa: F401  (the campaign engine's tables are in every test database)
 from prefcenter import make_wsgi_app
 from prefcenter.db import DBBIND_KEY, make_engine
 from prefcenter.migrate import upgrade

@@ -50,7 +50,7 @@ def lock_customers(session: Session, customer_ids: sa.Select) -> None:
     ).all()
 
 
-def _new_id(session: Session) -> sa.ColumnElement[uuid.UUID]:
+def new_id(session: Session) -> sa.ColumnElement[uuid.UUID]:
     if session.get_bind().dialect.name == "postgresql":
         return sa.func.gen_random_uuid()
     # SQLite stores UUIDs as 32 hex digits.
@@ -83,7 +83,7 @@ def reserve_audience(
     with policy.audience(session, message, fresh, at, cfg=cfg) as audience:
         decided = audience.query.subquery("decided")
         rows = sa.select(
-            _new_id(session),
+            new_id(session),
             decided.c.customer_id,
             decided.c.channel,
             sa.literal(message.topic_id, sa.Uuid()),

@@ -1,0 +1,212 @@
+"""campaigns: campaigns, deliveries, outbox
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-01
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+import prefcenter.models.base
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "campaigns",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("topic_id", sa.Uuid(), nullable=False),
+        sa.Column(
+            "kind",
+            sa.Enum(
+                "marketing",
+                "alert",
+                name="campaign_kind",
+                native_enum=False,
+                create_constraint=True,
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "channels",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "segment",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "content",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("schedule_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("throttle_per_minute", sa.Integer(), nullable=True),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "draft",
+                "scheduled",
+                "running",
+                "paused",
+                "completed",
+                "cancelled",
+                name="campaign_status",
+                native_enum=False,
+                create_constraint=True,
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "plan_counts",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("planned_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("completed_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_by", sa.String(length=200), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.CheckConstraint(
+            "throttle_per_minute IS NULL OR throttle_per_minute > 0",
+            name=op.f("ck_campaigns_throttle_positive"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["topic_id"], ["topics.id"], name=op.f("fk_campaigns_topic_id_topics")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_campaigns")),
+    )
+    op.create_table(
+        "deliveries",
+        sa.Column("campaign_id", sa.Uuid(), nullable=False),
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column(
+            "channel",
+            sa.Enum(
+                "email",
+                "sms",
+                "phone",
+                "post",
+                name="delivery_channel",
+                native_enum=False,
+                create_constraint=True,
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "planned",
+                "deferred",
+                "queued",
+                "sent",
+                "delivered",
+                "failed",
+                "skipped",
+                "cancelled",
+                name="delivery_status",
+                native_enum=False,
+                create_constraint=True,
+            ),
+            nullable=False,
+        ),
+        sa.Column("reason", sa.String(length=32), nullable=True),
+        sa.Column("scheduled_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("provider_message_id", sa.String(length=200), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("queued_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"],
+            ["campaigns.id"],
+            name=op.f("fk_deliveries_campaign_id_campaigns"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_deliveries_customer_id_customers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
+        sa.UniqueConstraint(
+            "campaign_id", "customer_id", name=op.f("uq_deliveries_campaign_id_customer_id")
+        ),
+    )
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_deliveries_campaign_status", ["campaign_id", "status"], unique=False
+        )
+        batch_op.create_index(
+            "ix_deliveries_status_scheduled_at", ["status", "scheduled_at"], unique=False
+        )
+
+    op.create_table(
+        "outbox_messages",
+        sa.Column("delivery_id", sa.Uuid(), nullable=True),
+        sa.Column(
+            "channel",
+            sa.Enum(
+                "email",
+                "sms",
+                "phone",
+                "post",
+                name="outbox_channel",
+                native_enum=False,
+                create_constraint=True,
+            ),
+            nullable=False,
+        ),
+        sa.Column("to_address", sa.String(length=320), nullable=False),
+        sa.Column("subject", sa.String(length=500), nullable=True),
+        sa.Column("body_text", sa.Text(), nullable=False),
+        sa.Column("body_html", sa.Text(), nullable=True),
+        sa.Column(
+            "headers",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["deliveries.id"],
+            name=op.f("fk_outbox_messages_delivery_id_deliveries"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_messages")),
+        sa.UniqueConstraint("delivery_id", name=op.f("uq_outbox_messages_delivery_id")),
+    )
+    with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_messages_created_at", ["created_at"], unique=False)
+
+    # ### end Alembic commands ###
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_messages_created_at")
+
+    op.drop_table("outbox_messages")
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_status_scheduled_at")
+        batch_op.drop_index("ix_deliveries_campaign_status")
+
+    op.drop_table("deliveries")
+    op.drop_table("campaigns")
+    # ### end Alembic commands ###
