@@ -1,0 +1,33 @@
+"""The embedded default: messages are kept in the database outbox, in the same transaction.
+
+Because the outbox row is written in the transaction that marks the delivery sent, and
+one delivery has at most one outbox row (unique), this transport is exactly-once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from ..models import OutboxMessage
+from . import Outgoing, Sent
+
+
+class OutboxTransport:
+    def send(self, session: Session, messages: list[Outgoing]) -> list[Sent]:
+        rows = [
+            OutboxMessage(
+                delivery_id=m.delivery_id,
+                channel=m.channel,
+                to_address=m.to,
+                subject=m.subject,
+                body_text=m.text,
+                body_html=m.html,
+                headers=dict(m.headers),
+            )
+            for m in messages
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [
+            Sent(m.delivery_id, f"outbox:{row.id}") for m, row in zip(messages, rows, strict=True)
+        ]

@@ -1,0 +1,288 @@
+"""Deliveries -> messages: queue what is due, re-check the policy, render, send.
+
+Every status change is a compare-and-set on the delivery row, so running an actor
+twice, or two workers picking the same ids, sends nothing twice: only a delivery
+still ``queued`` is sent, and on PostgreSQL the rows being sent are locked (others
+skip them). The policy is asked again at send time: an opt-out written after
+planning wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from prefcenter import policy
+from prefcenter.consent_settings import ConsentSettings
+from prefcenter.i18n import _, translate
+from prefcenter.models import ContactLogEntry, Customer, Topic, utcnow
+from prefcenter.portal.links import portal_token, unsubscribe_token
+from prefcenter.services import contacts
+
+from . import rendering
+from .channels import Outgoing, Sent, Transport
+from .models import Campaign, Delivery
+
+WAITING = ("planned", "deferred")
+
+
+@dataclasses.dataclass(frozen=True)
+class Links:
+    """Signed links every message carries: the portal and one-click unsubscribe."""
+
+    base_url: str
+    secret: str
+    portal_hours: int = 24 * 30
+    unsubscribe_days: int = 180
+    unsubscribe_mailto: str | None = None
+
+    def portal(self, customer_id: uuid.UUID, now: dt.datetime) -> str:
+        token = portal_token(self.secret, customer_id, hours=self.portal_hours, now=now)
+        return f"{self.base_url.rstrip('/')}/p/{token}"
+
+    def unsubscribe(self, customer_id: uuid.UUID, topic_key: str, now: dt.datetime) -> str:
+        token = unsubscribe_token(
+            self.secret, customer_id, topic_key, days=self.unsubscribe_days, now=now
+        )
+        return f"{self.base_url.rstrip('/')}/u/{token}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dispatcher:
+    """What sending needs besides a session: consent settings, links, one transport per channel."""
+
+    cfg: ConsentSettings
+    links: Links
+    transports: Mapping[str, Transport]
+
+
+@dataclasses.dataclass
+class DispatchResult:
+    sent: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    failed: int = 0
+    requeued: int = 0
+
+
+def queue_due(session: Session, now: dt.datetime, *, limit: int = 1000) -> list[uuid.UUID]:
+    """Mark up to ``limit`` due deliveries of running campaigns ``queued``; return their ids.
+
+    The caller enqueues the ids after its transaction commits (never before: a rolled-back
+    transaction must not leave broker messages behind).
+    """
+    due = session.scalars(
+        sa.select(Delivery.id)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .where(
+            Campaign.status == "running",
+            Delivery.status.in_(WAITING),
+            Delivery.scheduled_at <= now,
+        )
+        .order_by(Delivery.scheduled_at)
+        .limit(limit)
+    ).all()
+    if not due:
+        return []
+    queued = session.scalars(
+        sa.update(Delivery)
+        .where(Delivery.id.in_(due), Delivery.status.in_(WAITING))
+        .values(status="queued", queued_at=now, updated_at=now)
+        .returning(Delivery.id)
+    ).all()
+    return list(queued)
+
+
+def requeue_stuck(
+    session: Session, now: dt.datetime, *, older_than: dt.timedelta
+) -> list[uuid.UUID]:
+    """Deliveries left ``queued`` too long (a lost broker message): their ids to enqueue again."""
+    stuck = session.scalars(
+        sa.update(Delivery)
+        .where(Delivery.status == "queued", Delivery.queued_at < now - older_than)
+        .values(queued_at=now, updated_at=now)
+        .returning(Delivery.id)
+    ).all()
+    return list(stuck)
+
+
+def _address(customer: Customer, channel: str) -> str | None:
+    if channel == "email":
+        return customer.email
+    if channel in ("sms", "phone"):
+        return customer.phone
+    lines = [
+        customer.postal_line1,
+        customer.postal_line2,
+        " ".join(p for p in (customer.postal_code, customer.city) if p),
+        customer.country,
+    ]
+    return "\n".join(line for line in lines if line) or None
+
+
+def _context(customer: Customer, portal_url: str, unsubscribe_url: str) -> dict:
+    return {
+        "first_name": customer.first_name or "",
+        "last_name": customer.last_name or "",
+        "attributes": dict(customer.attributes or {}),
+        "portal_url": portal_url,
+        "unsubscribe_url": unsubscribe_url,
+    }
+
+
+def build_message(
+    delivery: Delivery,
+    campaign: Campaign,
+    topic: Topic,
+    customer: Customer,
+    links: Links,
+    now: dt.datetime,
+) -> Outgoing:
+    """The message for one delivery, rendered in the customer's language."""
+    portal_url = links.portal(customer.id, now)
+    unsubscribe_url = links.unsubscribe(customer.id, topic.key, now)
+    rendered = rendering.render(
+        campaign.content,
+        delivery.channel,
+        customer.locale,
+        _context(customer, portal_url, unsubscribe_url),
+    )
+    parts = rendered.parts
+    marketing = campaign.kind == "marketing"
+    headers: dict[str, str] = {}
+    text = parts.get("text") or parts.get("script") or ""
+    if delivery.channel == "email":
+        targets = [f"<{unsubscribe_url}>"]
+        if links.unsubscribe_mailto:
+            subject = quote(f"unsubscribe {delivery.id}")
+            targets.append(f"<mailto:{links.unsubscribe_mailto}?subject={subject}>")
+        headers["List-Unsubscribe"] = ", ".join(targets)
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    elif delivery.channel == "sms" and marketing:
+        stop = translate(_("STOP: ${url}"), rendered.locale, {"url": unsubscribe_url})
+        text = f"{text}\n{stop}"
+    return Outgoing(
+        delivery_id=delivery.id,
+        channel=delivery.channel,
+        to=_address(customer, delivery.channel) or "",
+        subject=parts.get("subject"),
+        text=text,
+        html=parts.get("html"),
+        headers=headers,
+        categories=(f"campaign:{campaign.id}", f"topic:{topic.key}"),
+    )
+
+
+def send_deliveries(
+    session: Session, delivery_ids: Sequence[uuid.UUID], now: dt.datetime, dispatcher: Dispatcher
+) -> DispatchResult:
+    """Send the given deliveries that are still ``queued``, each after a fresh policy check."""
+    result = DispatchResult()
+    query = (
+        sa.select(Delivery, Campaign, Topic, Customer)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .join(Topic, Topic.id == Campaign.topic_id)
+        .join(Customer, Customer.id == Delivery.customer_id)
+        .where(Delivery.id.in_(list(delivery_ids)), Delivery.status == "queued")
+        .order_by(Delivery.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Another worker sending the same ids holds them; skip rather than wait and resend.
+        query = query.with_for_update(of=Delivery, skip_locked=True)
+    outgoing: dict[str, list[tuple[Delivery, Campaign, Outgoing]]] = {}
+    for delivery, campaign, topic, customer in session.execute(query).all():
+        delivery.attempts += 1
+        delivery.updated_at = now
+        if campaign.status == "paused":
+            delivery.status = "planned"  # back in line; resume sends it
+            result.requeued += 1
+            continue
+        if campaign.status == "cancelled":
+            delivery.status = "cancelled"
+            contacts.release(session, customer.id, campaign.message_ref)
+            continue
+        decision = policy.decide(
+            session,
+            customer,
+            delivery.channel,
+            topic,
+            campaign.kind,
+            now,
+            cfg=dispatcher.cfg,
+            message_ref=campaign.message_ref,
+        )
+        if decision.decision == policy.SKIP:
+            delivery.status, delivery.reason = "skipped", decision.reason
+            contacts.release(session, customer.id, campaign.message_ref)
+            result.skipped += 1
+            continue
+        if decision.decision == policy.DEFER:
+            delivery.status, delivery.reason = "deferred", decision.reason
+            delivery.scheduled_at = decision.until
+            _move_reservation(session, customer.id, campaign.message_ref, decision.until)
+            result.deferred += 1
+            continue
+        try:
+            message = build_message(delivery, campaign, topic, customer, dispatcher.links, now)
+        except KeyError:
+            delivery.status, delivery.last_error = "failed", f"no {delivery.channel} content"
+            contacts.release(session, customer.id, campaign.message_ref)
+            result.failed += 1
+            continue
+        outgoing.setdefault(delivery.channel, []).append((delivery, campaign, message))
+
+    for channel, batch in outgoing.items():
+        answers = dispatcher.transports[channel].send(session, [m for _, _, m in batch])
+        by_id: dict[uuid.UUID, Sent] = {a.delivery_id: a for a in answers}
+        for delivery, campaign, _message in batch:
+            answer = by_id[delivery.id]
+            if answer.ok:
+                delivery.status, delivery.sent_at = "sent", now
+                delivery.provider_message_id = answer.provider_message_id
+                contacts.mark_sent(session, delivery.customer_id, campaign.message_ref, now)
+                result.sent += 1
+            else:
+                delivery.status, delivery.last_error = "failed", answer.error
+                contacts.release(session, delivery.customer_id, campaign.message_ref)
+                result.failed += 1
+    session.flush()
+    return result
+
+
+def _move_reservation(
+    session: Session, customer_id: uuid.UUID, message_ref: str, at: dt.datetime | None
+) -> None:
+    session.execute(
+        sa.update(ContactLogEntry)
+        .where(
+            ContactLogEntry.customer_id == customer_id,
+            ContactLogEntry.message_ref == message_ref,
+            ContactLogEntry.status == "reserved",
+        )
+        .values(at=at, updated_at=utcnow())
+    )
+
+
+def campaign_counts(session: Session, campaign_id: uuid.UUID) -> dict:
+    """Deliveries per status, and skipped per policy reason (the API's ``counts``)."""
+    rows = session.execute(
+        sa.select(Delivery.status, Delivery.reason, sa.func.count())
+        .where(Delivery.campaign_id == campaign_id)
+        .group_by(Delivery.status, Delivery.reason)
+    ).all()
+    counts: dict = {s: 0 for s in ("planned", "queued", "sent", "delivered", "failed", "deferred")}
+    counts["cancelled"] = 0
+    skipped: dict[str, int] = {}
+    for status, reason, n in rows:
+        if status == "skipped":
+            skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
+        else:
+            counts[status] = counts.get(status, 0) + n
+    counts["skipped"] = dict(sorted(skipped.items()))
+    return counts
