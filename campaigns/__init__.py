@@ -7,3 +7,15 @@ from . import models  # noqa: F401  (register the engine's tables on prefcenter'
 
 def includeme(config: Any) -> None:
     config.include(".routes")
+    interval = float(config.get_settings().get("prefcenter.scheduler.interval", 5))
+    config.registry.setdefault("in_process_services", []).append(
+        lambda: _start_scheduler(config.registry, interval)
+    )
+
+
+def _start_scheduler(registry: Any, interval: float) -> Any:
+    from .scheduler import Scheduler
+
+    scheduler = Scheduler(interval).start()
+    registry["campaign_scheduler"] = scheduler
+    return scheduler.stop

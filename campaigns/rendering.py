@@ -34,6 +34,11 @@ def _environment(autoescape: bool) -> SandboxedEnvironment:
     return SandboxedEnvironment(autoescape=autoescape, keep_trailing_newline=False)
 
 
+def compile_template(source: str, *, html: bool) -> Any:
+    """A sandboxed template; ``jinja2.TemplateSyntaxError`` says what is wrong with it."""
+    return _environment(html).from_string(source)
+
+
 def pick_locale(content: Mapping[str, Any], channel: str, locale: str | None) -> str | None:
     """The customer's locale if the channel has content in it, else the campaign's first one."""
     variants = content.get(channel) or {}
@@ -55,6 +60,5 @@ def render(
         source = variant.get(part)
         if source is None:
             continue
-        template = _environment(part == "html").from_string(str(source))
-        parts[part] = template.render(**context)
+        parts[part] = compile_template(str(source), html=part == "html").render(**context)
     return Rendered(chosen, parts)

@@ -50,8 +50,12 @@ def start_in_process_worker(registry: Any) -> Any:
 
     # The in-process worker (embedded mode) runs tasks with the app's own sessions.
     tasks.use_session_factory(registry["dbsession_factory"])
+    tasks.use_settings(registry.settings)
     threads = int(registry.settings["prefcenter.worker.threads"])
     worker = InProcessWorker(registry["broker"], threads=threads).start()
     registry["in_process_worker"] = worker
     atexit.register(worker.stop)
+    # Other packages' background services (the campaign scheduler) run beside the worker.
+    for start in registry.get("in_process_services", []):
+        worker.start_companion(start)
     return worker

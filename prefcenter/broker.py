@@ -127,12 +127,19 @@ class InProcessWorker:
 
     def __init__(self, broker: dramatiq.Broker, threads: int = 2) -> None:
         self.worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+        self._companions: list[Callable[[], Any]] = []
 
     def start(self) -> InProcessWorker:
         self.worker.start()
         return self
 
+    def start_companion(self, start: Callable[[], Callable[[], Any]]) -> None:
+        """Start a background service (e.g. a scheduler) that stops with this worker."""
+        self._companions.append(start())
+
     def stop(self) -> None:
+        while self._companions:
+            self._companions.pop()()
         self.worker.stop()
 
 

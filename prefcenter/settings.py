@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "prefcenter.worker.threads": "2",
     "prefcenter.email.transport": "outbox",
     "prefcenter.env": "development",
+    # Where customers reach the portal: the base of every link a message carries.
+    "prefcenter.public_url": "http://localhost:6543",
 }
 
 

@@ -25,14 +25,28 @@ from .models import WorkerPing, utcnow
 
 _session_factory: sessionmaker[Session] | None = None
 _engine: Engine | None = None
+_settings: Mapping[str, Any] | None = None
 
 
 def configure(settings: Mapping[str, Any]) -> sessionmaker[Session]:
     """Build this process's engine and session factory from the settings."""
     global _engine
     dispose()
+    use_settings(settings)
     _engine = make_engine(settings["sqlalchemy.url"])
     return use_session_factory(make_session_factory(_engine))
+
+
+def use_settings(settings: Mapping[str, Any]) -> None:
+    """The resolved settings actors read (the campaign engine's transports and links)."""
+    global _settings
+    _settings = dict(settings)
+
+
+def current_settings() -> Mapping[str, Any]:
+    if _settings is None:
+        raise RuntimeError("prefcenter.tasks is not configured: no settings for the actors")
+    return _settings
 
 
 def use_session_factory(factory: sessionmaker[Session]) -> sessionmaker[Session]:
