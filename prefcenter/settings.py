@@ -98,7 +98,12 @@ def _validate(settings: Mapping[str, Any]) -> list[str]:
                 "(expected e.g. postgresql+psycopg://user@host/dbname)"
             )
         else:
-            if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            if parsed.port is not None and not 0 < parsed.port < 65536:
+                problems.append(
+                    f"sqlalchemy.url (DATABASE_URL): port {parsed.port} is out of range "
+                    "(1 to 65535)"
+                )
+            elif parsed.get_backend_name() not in ("sqlite", "postgresql"):
                 problems.append(
                     f"sqlalchemy.url (DATABASE_URL): backend {parsed.get_backend_name()!r} "
                     "is not supported (use sqlite or postgresql)"
@@ -106,7 +111,11 @@ def _validate(settings: Mapping[str, Any]) -> list[str]:
 
     broker = str(settings.get("dramatiq.broker_url", ""))
     if not broker.startswith("env:"):
-        scheme = urlsplit(broker).scheme
+        try:
+            parts = urlsplit(broker)
+            scheme, _port = parts.scheme, parts.port  # .port raises for e.g. :99999
+        except ValueError:
+            scheme = ""
         if scheme not in BROKER_SCHEMES:
             problems.append(
                 f"dramatiq.broker_url (BROKER_URL): {redact(broker)!r} is not a broker URL "

@@ -402,3 +402,19 @@ def test_the_route_table_is_pinned(database_url):
 
     mapper = app.registry.getUtility(IRoutesMapper)
     assert [(route.name, route.pattern) for route in mapper.get_routes()] == ROUTES
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("BROKER_URL", "redis://queue.example.com:99999/0", "dramatiq.broker_url (BROKER_URL)"),
+        ("DATABASE_URL", "postgresql+psycopg://shop@db.example.com:99999/shop", "port 99999"),
+    ],
+)
+def test_a_port_out_of_range_is_a_settings_error(database_url, monkeypatch, variable, value, named):
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(SettingsError) as excinfo:
+        prefcenter.main({}, **ini_settings(database_url))
+
+    assert named in problems_of(excinfo)
