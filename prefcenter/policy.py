@@ -56,6 +56,7 @@ from .models import (
     Topic,
     TopicSubscription,
 )
+from .models.base import UTCDateTime
 from .models.vocabulary import CHANNELS
 
 SEND, DEFER, SKIP = "send", "defer", "skip"
@@ -195,36 +196,204 @@ def customer_order(text: str | None) -> tuple[str, ...]:
     return order if order in _VALID_ORDERS else ()
 
 
-def _periods(rules: Sequence[PressureRule]) -> list[int]:
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """An active global pressure rule (a plain row: the policy only reads it)."""
+
+    channel: str | None
+    period_days: int
+    max_messages: int
+
+
+def _periods(rules: Sequence[_Rule]) -> list[int]:
     return sorted({7, 30, *(r.period_days for r in rules)})
 
 
-def _active_rules(session: Session) -> list[PressureRule]:
-    return list(
-        session.scalars(
-            sa.select(PressureRule)
-            .where(PressureRule.active.is_(True))
-            .order_by(
-                PressureRule.period_days, PressureRule.channel.is_not(None), PressureRule.channel
-            )
+def _in_rule_order(rules: Iterator[_Rule] | Sequence[_Rule]) -> list[_Rule]:
+    return sorted(rules, key=lambda r: (r.period_days, r.channel is not None, r.channel or ""))
+
+
+def _active_rules(session: Session) -> list[_Rule]:
+    rows = session.execute(
+        sa.select(PressureRule.channel, PressureRule.period_days, PressureRule.max_messages).where(
+            PressureRule.active.is_(True)
         )
     )
+    return _in_rule_order(_Rule(*row) for row in rows)
 
 
-def _rule_applies(rule: PressureRule, channel: str) -> bool:
+def _rule_applies(rule: _Rule, channel: str) -> bool:
     return rule.channel is None or rule.channel == channel
 
 
 # --------------------------------------------------------------------------- per customer
 
 
+@dataclasses.dataclass(frozen=True)
+class _Preference:
+    frequency: str
+    channel_order: str
+    contact_start: int | None
+    contact_end: int | None
+    paused_until: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Subscription:
+    status: str
+    frequency: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Consent:
+    status: str
+    confirmed_hmac: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Contact:
+    """A marketing message sent or reserved: what the caps count."""
+
+    at: dt.datetime
+    channel: str
+    topic_id: uuid.UUID | None
+    message_ref: str
+
+
 @dataclasses.dataclass
 class _Facts:
     customer: Customer
     suppressed: dict[str, list[str]]  # channel -> suppression reasons
-    consents: dict[str, ChannelConsent]
-    subscription: TopicSubscription | None
-    preference: ContactPreference | None
+    consents: dict[str, _Consent]
+    subscription: _Subscription | None
+    preference: _Preference | None
+    contacts: list[_Contact]  # within _CONTACTS_BEFORE / _CONTACTS_AFTER of the instant
+    rules: list[_Rule]  # active, in rule order
+
+
+# pressure_rules.period_days is at most 90 (check constraint); the contact time is at
+# most a day and a DST hour after the instant: these spans hold every contact a cap counts.
+_CONTACTS_BEFORE = dt.timedelta(days=90)
+_CONTACTS_AFTER = dt.timedelta(days=92)
+
+
+def _facts_statement() -> sa.CompoundSelect:
+    """Everything the policy reads about one customer, in one round trip.
+
+    One ``UNION ALL`` of plain rows tagged by kind: the preference, the topic
+    subscription, the channel consents, the suppressions of the customer's addresses,
+    their counted contacts around the instant, and the active pressure rules. Built
+    once, with bind parameters (building SQL expressions costs more than running them),
+    and with ``OR`` rather than ``IN`` lists, which are re-rendered at every execution.
+    """
+    text, number = sa.String(), sa.Integer()
+    when, ref = UTCDateTime(), sa.Uuid()
+
+    def row(
+        kind: str,
+        a: Any = None,
+        b: Any = None,
+        c: Any = None,
+        i: Any = None,
+        j: Any = None,
+        t: Any = None,
+        u: Any = None,
+    ) -> list[sa.ColumnElement[Any]]:
+        def typed(value: Any, type_: sa.types.TypeEngine[Any]) -> sa.ColumnElement[Any]:
+            # Typed NULLs: PostgreSQL cannot match an untyped NULL column to a timestamp.
+            if value is None:
+                return sa.cast(sa.null(), type_)
+            return sa.type_coerce(value, type_)  # read as plain values (no enum checks)
+
+        return [
+            sa.literal(kind, text).label("kind"),
+            typed(a, text).label("a"),
+            typed(b, text).label("b"),
+            typed(c, text).label("c"),
+            typed(i, number).label("i"),
+            typed(j, number).label("j"),
+            typed(t, when).label("t"),
+            typed(u, ref).label("u"),
+        ]
+
+    pref, sub, consent = ContactPreference, TopicSubscription, ChannelConsent
+    supp, log, rule = Suppression, ContactLogEntry, PressureRule
+    customer = sa.bindparam("customer", type_=sa.Uuid())
+    return sa.union_all(
+        sa.select(
+            *row(
+                "preference",
+                pref.frequency,
+                pref.channel_order,
+                i=pref.contact_start,
+                j=pref.contact_end,
+                t=pref.paused_until,
+            )
+        ).where(pref.customer_id == customer),
+        sa.select(*row("subscription", sub.status, sub.frequency)).where(
+            sub.customer_id == customer, sub.topic_id == sa.bindparam("topic", type_=sa.Uuid())
+        ),
+        sa.select(*row("consent", consent.channel, consent.status, consent.confirmed_hmac)).where(
+            consent.customer_id == customer
+        ),
+        sa.select(*row("suppression", supp.channel, supp.reason)).where(
+            sa.or_(
+                sa.and_(supp.channel == "email", supp.address_hmac == sa.bindparam("email")),
+                sa.and_(
+                    sa.or_(supp.channel == "sms", supp.channel == "phone"),
+                    supp.address_hmac == sa.bindparam("phone"),
+                ),
+                sa.and_(supp.channel == "post", supp.address_hmac == sa.bindparam("postal")),
+            )
+        ),
+        sa.select(*row("contact", log.channel, c=log.message_ref, t=log.at, u=log.topic_id)).where(
+            log.customer_id == customer,
+            log.kind == "marketing",
+            sa.or_(*(log.status == status for status in COUNTED_STATUSES)),
+            log.at > sa.bindparam("contacts_from", type_=when),
+            log.at < sa.bindparam("contacts_to", type_=when),
+        ),
+        sa.select(*row("rule", rule.channel, i=rule.period_days, j=rule.max_messages)).where(
+            rule.active.is_(True)
+        ),
+    )
+
+
+_FACTS = _facts_statement()
+
+
+def _load_facts(
+    session: Session, customer: Customer, topic_id: uuid.UUID, at: dt.datetime
+) -> _Facts:
+    rows = session.execute(
+        _FACTS,
+        {
+            "customer": customer.id,
+            "topic": topic_id,
+            "email": customer.email_hmac,
+            "phone": customer.phone_hmac,
+            "postal": customer.postal_hmac,
+            "contacts_from": at - _CONTACTS_BEFORE,
+            "contacts_to": at + _CONTACTS_AFTER,
+        },
+    )
+    facts = _Facts(customer, {}, {}, None, None, [], [])
+    rules = []
+    for kind, a, b, c, i, j, t, u in rows:
+        if kind == "preference":
+            facts.preference = _Preference(a, b, i, j, t)
+        elif kind == "subscription":
+            facts.subscription = _Subscription(a, b)
+        elif kind == "consent":
+            facts.consents[a] = _Consent(b, c)
+        elif kind == "suppression":
+            facts.suppressed.setdefault(a, []).append(b)
+        elif kind == "contact":
+            facts.contacts.append(_Contact(t, a, u, c))
+        else:
+            rules.append(_Rule(a, i, j))
+    facts.rules = _in_rule_order(rules)
+    return facts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,36 +403,6 @@ class Verdict:
     rule: str
     passed: bool
     detail: dict[str, Any]
-
-
-def _load_facts(session: Session, customer: Customer, topic_id: uuid.UUID) -> _Facts:
-    hmacs = {h for h in (customer.email_hmac, customer.phone_hmac) if h}
-    suppressed: dict[str, list[str]] = {}
-    if hmacs:
-        rows = session.execute(
-            sa.select(Suppression.channel, Suppression.address_hmac, Suppression.reason).where(
-                Suppression.address_hmac.in_(hmacs)
-            )
-        )
-        for channel, address_hmac, reason in rows:
-            if address_hmac == getattr(customer, _ADDRESS_HMAC.get(channel, ""), None):
-                suppressed.setdefault(channel, []).append(reason)
-    if customer.postal_hmac:
-        rows = session.execute(
-            sa.select(Suppression.reason).where(
-                Suppression.channel == "post", Suppression.address_hmac == customer.postal_hmac
-            )
-        )
-        suppressed["post"] = [r for (r,) in rows]
-    consents = {
-        c.channel: c
-        for c in session.scalars(
-            sa.select(ChannelConsent).where(ChannelConsent.customer_id == customer.id)
-        )
-    }
-    subscription = session.get(TopicSubscription, (customer.id, topic_id))
-    preference = session.get(ContactPreference, customer.id)
-    return _Facts(customer, suppressed, consents, subscription, preference)
 
 
 def _has_address(customer: Customer, channel: str) -> bool:
@@ -279,8 +418,7 @@ def _address_hmac(customer: Customer, channel: str) -> str | None:
 
 
 def _count_contacts(
-    session: Session,
-    customer_id: uuid.UUID,
+    facts: _Facts,
     contact_at: dt.datetime,
     days: int,
     *,
@@ -289,30 +427,19 @@ def _count_contacts(
     exclude_ref: str | None = None,
 ) -> int:
     span = dt.timedelta(days=days)
-    query = sa.select(sa.func.count()).where(
-        ContactLogEntry.customer_id == customer_id,
-        ContactLogEntry.kind == "marketing",
-        ContactLogEntry.status.in_(COUNTED_STATUSES),
-        ContactLogEntry.at > contact_at - span,
-        ContactLogEntry.at < contact_at + span,
+    low, high = contact_at - span, contact_at + span
+    return sum(
+        1
+        for c in facts.contacts
+        if low < c.at < high
+        and (channel is None or c.channel == channel)
+        and (topic_id is None or c.topic_id == topic_id)
+        and (exclude_ref is None or c.message_ref != exclude_ref)
     )
-    if channel is not None:
-        query = query.where(ContactLogEntry.channel == channel)
-    if topic_id is not None:
-        query = query.where(ContactLogEntry.topic_id == topic_id)
-    if exclude_ref is not None:
-        query = query.where(ContactLogEntry.message_ref != exclude_ref)
-    return session.scalar(query) or 0
 
 
 def _verdicts(
-    session: Session,
-    facts: _Facts,
-    channel: str,
-    message: Message,
-    at: dt.datetime,
-    cfg: ConsentSettings,
-    rules: Sequence[PressureRule],
+    facts: _Facts, channel: str, message: Message, at: dt.datetime, cfg: ConsentSettings
 ) -> list[Verdict]:
     """Every rule's verdict for one channel, in rule order (not short-circuited)."""
     customer, preference = facts.customer, facts.preference
@@ -374,9 +501,7 @@ def _verdicts(
     if marketing:
         paused = paused_until is not None and paused_until > at
         verdicts.append(Verdict("paused", not paused, {"until": paused_until}))
-        verdicts.append(
-            _cap_verdict(session, facts, channel, message, window.contact_at(at), rules)
-        )
+        verdicts.append(_cap_verdict(facts, channel, message, window.contact_at(at)))
     verdicts.append(
         Verdict(
             QUIET_HOURS,
@@ -392,36 +517,27 @@ def _verdicts(
     return verdicts
 
 
-def _cap_verdict(
-    session: Session,
-    facts: _Facts,
-    channel: str,
-    message: Message,
-    contact_at: dt.datetime,
-    rules: Sequence[PressureRule],
-) -> Verdict:
-    customer_id = facts.customer.id
+def _cap_verdict(facts: _Facts, channel: str, message: Message, contact_at: dt.datetime) -> Verdict:
     exclude = message.message_ref
     exceeded: list[dict[str, Any]] = []
     frequency = facts.preference.frequency if facts.preference else "any"
     if frequency in CADENCE_DAYS:
         days = CADENCE_DAYS[frequency]
-        if _count_contacts(session, customer_id, contact_at, days, exclude_ref=exclude) >= 1:
+        if _count_contacts(facts, contact_at, days, exclude_ref=exclude) >= 1:
             exceeded.append({"cap": "frequency", "frequency": frequency})
     topic_frequency = facts.subscription.frequency if facts.subscription else None
     if topic_frequency in CADENCE_DAYS:
         days = CADENCE_DAYS[topic_frequency]
         count = _count_contacts(
-            session, customer_id, contact_at, days, topic_id=message.topic_id, exclude_ref=exclude
+            facts, contact_at, days, topic_id=message.topic_id, exclude_ref=exclude
         )
         if count >= 1:
             exceeded.append({"cap": "topic_frequency", "frequency": topic_frequency})
-    for rule in rules:
+    for rule in facts.rules:
         if not _rule_applies(rule, channel):
             continue
         count = _count_contacts(
-            session,
-            customer_id,
+            facts,
             contact_at,
             rule.period_days,
             channel=rule.channel,
@@ -462,22 +578,8 @@ def decide(
 ) -> Decision:
     """The decision for one customer on one channel."""
     message = Message(topic.id, topic.regime, kind, (channel,), message_ref)
-    return _decide_channel(session, customer, channel, message, at, cfg)
-
-
-def _decide_channel(
-    session: Session,
-    customer: Customer,
-    channel: str,
-    message: Message,
-    at: dt.datetime,
-    cfg: ConsentSettings,
-    facts: _Facts | None = None,
-    rules: Sequence[PressureRule] | None = None,
-) -> Decision:
-    facts = facts or _load_facts(session, customer, message.topic_id)
-    rules = _active_rules(session) if rules is None else rules
-    return _decision_from(channel, _verdicts(session, facts, channel, message, at, cfg, rules))
+    facts = _load_facts(session, customer, message.topic_id, at)
+    return _decision_from(channel, _verdicts(facts, channel, message, at, cfg))
 
 
 def choose(
@@ -488,8 +590,7 @@ def choose(
     The first channel that passes (send, or defer for quiet hours) wins; when none
     does, the skip reason is the one of the customer's first-choice channel.
     """
-    facts = _load_facts(session, customer, message.topic_id)
-    rules = _active_rules(session)
+    facts = _load_facts(session, customer, message.topic_id, at)
     order = effective_order(
         customer_order(facts.preference.channel_order if facts.preference else None),
         message.channels,
@@ -497,7 +598,7 @@ def choose(
     )
     first: Decision | None = None
     for channel in order:
-        decision = _decide_channel(session, customer, channel, message, at, cfg, facts, rules)
+        decision = _decision_from(channel, _verdicts(facts, channel, message, at, cfg))
         if decision.contacts:
             return decision
         first = first or decision
@@ -517,8 +618,8 @@ def explain(
 ) -> tuple[Decision, list[Verdict]]:
     """The decision and every rule's verdict (see prefcenter.explanations for sentences)."""
     message = Message(topic.id, topic.regime, kind, (channel,))
-    facts = _load_facts(session, customer, topic.id)
-    verdicts = _verdicts(session, facts, channel, message, at, cfg, _active_rules(session))
+    facts = _load_facts(session, customer, topic.id, at)
+    verdicts = _verdicts(facts, channel, message, at, cfg)
     return _decision_from(channel, verdicts), verdicts
 
 
