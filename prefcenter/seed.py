@@ -228,14 +228,7 @@ def seed_demo(
     people = [_person(rng, n, now, phones) for n in range(1, customers + 1)]
     for number, interaction in enumerate((i for p in people for i in p.interactions), 1):
         interaction["idempotency_key"] = f"seed-{number}"
-    existing = set(
-        session.scalars(
-            sa.select(Customer.external_id).where(
-                Customer.external_id.like(f"{EXTERNAL_ID_PREFIX}%")
-            )
-        )
-    )
-    new = [p for p in people if p.customer["external_id"] not in existing]
+    new = _missing_people(session, people)
     for person in new:
         _add_address_hmacs(person, cfg)
 
@@ -255,7 +248,16 @@ def seed_demo(
     ]
     _insert(session, TopicSubscription, subscriptions, inserted)
     _insert(session, ContactPreference, [p.preference for p in new], inserted)
-    _insert(session, Interaction, [i for p in new for i in p.interactions], inserted)
+    seeded_keys = set(
+        session.scalars(sa.select(Interaction.idempotency_key).where(Interaction.source == SOURCE))
+    )
+    interactions = [i for p in new for i in p.interactions]
+    _insert(
+        session,
+        Interaction,
+        [i for i in interactions if i["idempotency_key"] not in seeded_keys],
+        inserted,
+    )
     _insert(session, ConsentLedgerEntry, [e for p in new for e in _ledger(p)], inserted)
     if new:
         _set_last_interaction(session, now)
@@ -271,6 +273,38 @@ def seed_demo(
 
     session.flush()
     return SeedSummary(inserted=inserted, totals=demo_totals(session))
+
+
+def _missing_people(session: Session, people: Sequence[_Person]) -> list[_Person]:
+    """The demo people not in the database yet, by id or by loyalty member id.
+
+    By id too: an erased customer keeps their row (``erased_at``) but loses the external
+    id, and must never come back; a customer whose member id or address changed since is
+    still the same person.
+    """
+    ids = {p.customer["id"] for p in people}
+    external_ids = {p.customer["external_id"] for p in people}
+    known_ids: set[uuid.UUID] = set()
+    known_external: set[str | None] = set()
+    id_list, external_list = sorted(ids), sorted(external_ids)
+    for start in range(0, len(id_list), BATCH_SIZE):
+        known_ids.update(
+            session.scalars(
+                sa.select(Customer.id).where(Customer.id.in_(id_list[start : start + BATCH_SIZE]))
+            )
+        )
+        known_external.update(
+            session.scalars(
+                sa.select(Customer.external_id).where(
+                    Customer.external_id.in_(external_list[start : start + BATCH_SIZE])
+                )
+            )
+        )
+    return [
+        p
+        for p in people
+        if p.customer["id"] not in known_ids and p.customer["external_id"] not in known_external
+    ]
 
 
 def demo_totals(session: Session) -> dict[str, int]:
@@ -315,6 +349,8 @@ class _Person:
 def _seed_topics(session: Session, rng: random.Random, inserted: dict[str, int]) -> dict[str, Any]:
     ids = {key: _uuid(rng) for key, *_ in TOPICS}
     existing = dict(session.execute(sa.select(Topic.key, Topic.id).where(Topic.key.in_(ids))).all())
+    # A demo topic a marketer renamed keeps its id: it is there, under another key.
+    taken = set(session.scalars(sa.select(Topic.id).where(Topic.id.in_(ids.values()))))
     rows = [
         {
             "id": ids[key],
@@ -325,7 +361,7 @@ def _seed_topics(session: Session, rng: random.Random, inserted: dict[str, int])
             "descriptions": descriptions,
         }
         for key, kind, regime, names, descriptions in TOPICS
-        if key not in existing
+        if key not in existing and ids[key] not in taken
     ]
     _insert(session, Topic, rows, inserted)
     return {**ids, **existing}

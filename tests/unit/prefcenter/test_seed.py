@@ -22,6 +22,9 @@ from prefcenter.models import (
 from prefcenter.models.vocabulary import API_SCOPES
 from prefcenter.seed import DEMO_API_KEY, DEMO_LOGINS, TABLES, seed_demo
 from prefcenter.services.apikeys import find_api_key
+from prefcenter.services.gdpr import erase_customer
+from prefcenter.services.ledger import Actor
+from prefcenter.services.preferences import set_address
 from prefcenter.services.suppressions import current_address_hmac
 from prefcenter.services.users import authenticate
 
@@ -72,6 +75,40 @@ def test_second_run_inserts_nothing(seeded):
     second = seed_demo(session, now=NOW + dt.timedelta(days=3), cfg=CFG)
     assert second.inserted == dict.fromkeys(TABLES, 0)
     assert second.totals == first.totals
+
+
+def test_second_run_adds_nothing_after_customers_were_erased_or_changed(seeded):
+    """Erasure blanks the external id: the seed must still know the person (and never
+    bring an erased customer back); changed addresses or member ids are the same person."""
+    session, first = seeded
+    savepoint = session.begin_nested()
+    try:
+        erased, moved, renamed = session.scalars(
+            sa.select(Customer).order_by(Customer.external_id).limit(3)
+        ).all()
+        erased_member_id = erased.external_id
+        actor = Actor.system("test")
+        erase_customer(session, erased, actor, cfg=CFG, now=NOW)
+        set_address(session, moved, "email", "moved@example.net", actor, cfg=CFG, now=NOW)
+        set_address(session, moved, "phone", None, actor, cfg=CFG, now=NOW)
+        renamed.external_id = "LOYALTY-42"
+        session.execute(sa.update(Topic).where(Topic.key == "newsletter").values(key="letter"))
+        session.flush()
+        customers_before = count(session, Customer)
+
+        second = seed_demo(session, now=NOW + dt.timedelta(days=3), cfg=CFG)
+        third = seed_demo(session, now=NOW + dt.timedelta(days=4), cfg=CFG)
+
+        assert second.inserted == third.inserted == dict.fromkeys(TABLES, 0)
+        assert count(session, Customer) == customers_before == first.totals["customers"]
+        session.expire_all()
+        assert session.get(Customer, erased.id).erased_at is not None
+        assert count(session, Customer, Customer.external_id == erased_member_id) == 0
+        assert session.get(Customer, moved.id).email == "moved@example.net"
+        assert session.get(Customer, renamed.id).external_id == "LOYALTY-42"
+    finally:
+        savepoint.rollback()
+        session.expire_all()
 
 
 def test_topics_have_french_and_english_names_and_descriptions(seeded):
