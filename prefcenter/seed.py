@@ -460,20 +460,26 @@ def _ago(now: dt.datetime, days: float) -> dt.datetime:
 
 @dataclasses.dataclass
 class _PhoneNumbers:
-    """Numbers from ranges reserved for fiction, so a demo message can never reach anyone."""
+    """Mobile numbers the app's own validator (``phonenumbers``) accepts.
+
+    The ranges reserved for fiction (ARCEP 06 39 98, Ofcom 07700 900) are not valid
+    numbers for ``phonenumbers``, so a demo customer could not save their own number or ask
+    for a call back. These are ordinary mobile ranges: demo messages must stay in the
+    outbox (the embedded default), never go to a real SMS provider.
+    """
 
     french: int = 0
     british: int = 0
 
     def next_french(self) -> str:
-        # ARCEP's mobile range for fiction: 06 39 98 00 00 - 06 39 98 99 99.
+        # 06 12 00 00 01, 06 12 00 00 02, ...
         self.french += 1
-        return f"+3363998{self.french % 10_000:04d}"
+        return f"+33612{self.french % 1_000_000:06d}"
 
     def next_british(self) -> str:
-        # Ofcom's drama range: 07700 900000 - 07700 900999.
+        # 07400 000001, 07400 000002, ...
         self.british += 1
-        return f"+447700900{self.british % 1000:03d}"
+        return f"+447400{self.british % 1_000_000:06d}"
 
 
 def _person(rng: random.Random, n: int, now: dt.datetime, phones: _PhoneNumbers) -> _Person:

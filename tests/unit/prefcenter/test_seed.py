@@ -4,10 +4,13 @@ import datetime as dt
 import re
 from collections import Counter
 
+import phonenumbers
 import pytest
 import sqlalchemy as sa
+from phonenumbers import PhoneNumberType
 from sqlalchemy.orm import Session
 
+from prefcenter.addresses import normalize_phone
 from prefcenter.consent_settings import ConsentSettings
 from prefcenter.models import (
     Base,
@@ -148,7 +151,7 @@ def test_customers_look_like_french_and_british_customers(seeded):
     assert 0.55 < len(phones) / n < 0.65
     assert len({c.phone for c in phones}) == len(phones)
     for c in phones:
-        pattern = r"\+3363998\d{4}" if c.locale == "fr" else r"\+447700900\d{3}"
+        pattern = r"\+33612\d{6}" if c.locale == "fr" else r"\+447400\d{6}"
         assert re.fullmatch(pattern, c.phone), c.phone
 
     with_address = [c for c in customers if c.has_postal_address]
@@ -174,6 +177,18 @@ def test_customers_look_like_french_and_british_customers(seeded):
         c.external_id == f"DEMO-{i:06d}"
         for i, c in enumerate(sorted(customers, key=lambda c: c.external_id), 1)
     )
+
+
+def test_every_seeded_phone_passes_the_app_phone_validation(seeded):
+    """The portal, the call-back form and the API all check numbers with normalize_phone:
+    a demo customer must be able to save their own number and ask for a call back."""
+    session, _ = seeded
+    phones = session.scalars(sa.select(Customer.phone).where(Customer.phone.is_not(None))).all()
+    assert phones
+    for phone in phones:
+        assert normalize_phone(phone) == phone
+        number = phonenumbers.parse(phone)
+        assert phonenumbers.number_type(number) == PhoneNumberType.MOBILE, phone
 
 
 def test_channel_consents_follow_the_specified_proportions(seeded):
