@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import getpass
+import importlib
 import logging
 import secrets
 import signal
@@ -704,6 +705,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--host", help="interface to listen on")
     sub.add_argument("--port", type=_positive_int, help="port to listen on")
+
+    # The campaign engine adds its commands when installed (prefcenter never needs it).
+    try:
+        campaign_cli = importlib.import_module("campaigns.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("campaigns", "campaigns.cli"):
+            raise
+    else:
+        campaign_cli.register(command)
     return parser
 
 

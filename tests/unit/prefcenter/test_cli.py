@@ -41,6 +41,8 @@ COMMANDS = (
     "worker",
     "ping-worker",
     "serve",
+    "campaign",
+    "scheduler",
 )
 OVERRIDES = ("DATABASE_URL", "BROKER_URL", "SENDGRID_API_KEY", "PREFCENTER_SECRET")
 

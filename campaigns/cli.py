@@ -1,0 +1,177 @@
+"""``prefcenter campaign …`` and ``prefcenter scheduler``: the campaign engine's commands.
+
+prefcenter's CLI loads this module when the campaign engine is installed (it never
+imports campaigns otherwise) and calls :func:`register` with its command factory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prefcenter import cli as base
+from prefcenter import tasks as base_tasks
+from prefcenter.errors import InvalidInput, NotFound
+from prefcenter.models import utcnow
+
+from . import dispatch, services
+from . import tasks as campaign_tasks
+
+Command = Callable[..., argparse.ArgumentParser]
+
+
+def _read_spec(path: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise base.CommandFailed(f"cannot read {path}: {exc.strerror}", 2) from None
+    try:
+        return yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise base.CommandFailed(f"{path} is not valid JSON or YAML: {exc}", 2) from None
+
+
+def _launch_settings(settings: dict[str, Any]) -> services.Settings:
+    base_tasks.use_settings(settings)
+    return campaign_tasks._launch_settings()
+
+
+def _print_status(session: Any, campaign: Any) -> None:
+    counts = dispatch.campaign_counts(session, campaign.id)
+    print(f"campaign {campaign.id} {campaign.name!r}: {campaign.status}")
+    for status in ("planned", "deferred", "queued", "sent", "delivered", "failed", "cancelled"):
+        print(f"  {status:<10} {counts[status]:>9}")
+    for reason, n in counts["skipped"].items():
+        print(f"  skipped    {n:>9}  ({reason})")
+
+
+def _cmd_create(args: argparse.Namespace) -> int:
+    settings = base.load_settings(args.config)
+    data = _read_spec(args.file)
+    with base._session(settings["sqlalchemy.url"]) as session:
+        try:
+            campaign = services.create_campaign(session, data, created_by="cli")
+        except InvalidInput as exc:
+            base._print_invalid(exc)
+            return 2
+        print(campaign.id)
+    return 0
+
+
+def _transition(action: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        settings = base.load_settings(args.config)
+        launch_settings = _launch_settings(settings)
+        now = utcnow()
+        with base._session(settings["sqlalchemy.url"]) as session:
+            try:
+                campaign = services.get_campaign(session, args.campaign_id)
+                if action == "launch":
+                    services.launch(session, campaign, now, launch_settings)
+                elif action == "pause":
+                    services.pause(session, campaign)
+                elif action == "resume":
+                    services.resume(session, campaign)
+                else:
+                    services.cancel(session, campaign, now)
+            except (NotFound, services.WrongState) as exc:
+                raise base.CommandFailed(str(exc)) from None
+            session.flush()
+            _print_status(session, campaign)
+        return 0
+
+    return run
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = base.load_settings(args.config)
+    with base._session(settings["sqlalchemy.url"]) as session:
+        try:
+            campaign = services.get_campaign(session, args.campaign_id)
+        except NotFound as exc:
+            raise base.CommandFailed(str(exc)) from None
+        _print_status(session, campaign)
+    return 0
+
+
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    settings = base.load_settings(args.config)
+    launch_settings = _launch_settings(settings)
+    with base._session(settings["sqlalchemy.url"]) as session:
+        try:
+            campaign = services.get_campaign(session, args.campaign_id)
+        except NotFound as exc:
+            raise base.CommandFailed(str(exc)) from None
+        counts = services.forecast(session, campaign, utcnow(), launch_settings)
+        print(json.dumps(counts.as_dict(), indent=2))
+    return 0
+
+
+def _cmd_scheduler(args: argparse.Namespace) -> int:
+    settings = base.load_settings(args.config)
+    base._connected_broker(settings, "schedule", stub_exit_code=2)
+    base_tasks.configure(settings)
+    stop = threading.Event()
+    restore = base._stop_on_signals(stop)
+    print(f"scheduler running every {args.interval:g} s; Ctrl-C stops it", file=sys.stderr)
+    try:
+        while not stop.is_set():
+            campaign_tasks.tick()
+            if args.once:
+                break
+            stop.wait(args.interval)
+    finally:
+        restore()
+        base_tasks.dispose()
+    return 0
+
+
+def register(command: Command) -> None:
+    sub = command(
+        "campaign",
+        None,
+        "Create, launch and follow campaigns",
+        "Example: prefcenter campaign create spring.yaml, then\n"
+        "prefcenter campaign forecast ID, prefcenter campaign launch ID.",
+    )
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, run: Callable[[argparse.Namespace], int], summary: str):
+        parser = actions.add_parser(name, help=summary, description=f"{summary}.")
+        parser.add_argument("-c", "--config", default=argparse.SUPPRESS, help="ini file")
+        parser.set_defaults(run=run)
+        return parser
+
+    action("create", _cmd_create, "Create a draft campaign from a JSON or YAML file").add_argument(
+        "file", help="the campaign, in the shape POST /api/v1/campaigns takes"
+    )
+    for name, summary in (
+        ("launch", "Plan the campaign now (or at its schedule) and start sending"),
+        ("pause", "Stop sending until resumed"),
+        ("resume", "Send again after a pause"),
+        ("cancel", "Stop for good; unsent messages are cancelled"),
+    ):
+        action(name, _transition(name), summary).add_argument("campaign_id")
+    action("status", _cmd_status, "Show the counts per status and skip reason").add_argument(
+        "campaign_id"
+    )
+    action("forecast", _cmd_forecast, "Dry run: the counts launching now would give").add_argument(
+        "campaign_id"
+    )
+
+    sub = command(
+        "scheduler",
+        _cmd_scheduler,
+        "Run the campaign scheduler",
+        "Starts scheduled campaigns on time, queues due deliveries for the workers and\n"
+        "re-queues those a lost broker message left behind. One is enough; more are harmless.",
+    )
+    sub.add_argument("--interval", type=float, default=5.0, help="seconds between passes (5)")
+    sub.add_argument("--once", action="store_true", help="run one pass and exit")
