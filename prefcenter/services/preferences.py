@@ -28,6 +28,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .. import tokens
@@ -154,6 +155,31 @@ def _already_granted(
         and consent.confirmed_hmac is not None
         and hmac.compare_digest(consent.confirmed_hmac, current_hmac)
     )
+
+
+def has_confirmed_email(customer: Customer, cfg: ConsentSettings) -> bool:
+    """The customer proved they own their current email (a confirmed double opt-in, or a
+    grant with proof, for this very address). A withdrawal later does not undo the proof."""
+    consent = consent_for(customer, "email")
+    current = _address_hmac_for(customer, "email", cfg)
+    return (
+        consent is not None
+        and current is not None
+        and consent.confirmed_hmac is not None
+        and hmac.compare_digest(consent.confirmed_hmac, current)
+    )
+
+
+def confirmed_email_owners(session: Session, email: str, *, cfg: ConsentSettings) -> list[Customer]:
+    """Customers (not erased) whose current, confirmed email is ``email`` (normalized).
+
+    Who may be sent a magic link: an address a customer merely typed in is not proof it is
+    theirs, and may well be someone else's.
+    """
+    candidates = session.scalars(
+        sa.select(Customer).where(Customer.email == email, Customer.erased_at.is_(None))
+    ).all()
+    return [c for c in candidates if has_confirmed_email(c, cfg)]
 
 
 # --- contact preferences row ---------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import sqlalchemy as sa
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
@@ -14,7 +13,7 @@ from ...addresses import address_hmac, normalize_email
 from ...errors import InvalidInput
 from ...i18n import _
 from ...models import Customer
-from ...services import interactions, throttle
+from ...services import interactions, preferences, throttle
 from ..auth import current_customer, log_in, log_out
 from ..courier import PortalMessage
 from ..links import portal_token, read_portal_token
@@ -110,10 +109,10 @@ def ask_for_link(request: Any) -> dict[str, Any]:
             "errors": [t(_("Too many requests: please try again in an hour."))],
         }
     throttle.prune(request.dbsession, older_than=now - 24 * HOUR)
-    customers = request.dbsession.scalars(
-        sa.select(Customer).where(Customer.email == email, Customer.erased_at.is_(None))
-    ).all()
-    for customer in customers:
+    # Only to an address the customer proved is theirs: anyone can type any address in.
+    for customer in preferences.confirmed_email_owners(
+        request.dbsession, email, cfg=settings.consent
+    ):
         token = portal_token(settings.secret, customer.id, hours=settings.link_hours, now=now)
         request.registry["portal.courier"].send(
             PortalMessage(

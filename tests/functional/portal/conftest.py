@@ -11,7 +11,10 @@ import webtest
 from prefcenter.models import utcnow
 from prefcenter.portal.courier import PortalMessage
 from prefcenter.portal.links import portal_token, unsubscribe_token
+from prefcenter.services import preferences
+from prefcenter.services.ledger import Actor
 from tests.conftest import TEST_SECRET
+from tests.factories import make_customer
 
 
 class RecordingCourier:
@@ -54,6 +57,25 @@ def log_in(testapp: webtest.TestApp, customer: Any, lang: str | None = None) -> 
 def csrf_token(testapp: webtest.TestApp, path: str = "/portal/login") -> str:
     page = testapp.get(path)
     return page.html.find("input", {"name": "csrf_token"})["value"]
+
+
+def confirm_email(app: Any, dbsession: Any, customer: Any) -> Any:
+    """Run the customer's email double opt-in to the end, as the link in the email would."""
+    cfg = app.registry["portal.settings"].consent
+    actor = Actor.customer(customer.id)
+    challenge = preferences.start_double_opt_in(
+        dbsession, customer, "email", actor, cfg=cfg, secret=TEST_SECRET
+    )
+    result = preferences.confirm_double_opt_in(
+        dbsession, customer, "email", challenge.token or "", actor, cfg=cfg, secret=TEST_SECRET
+    )
+    assert result is preferences.ConfirmResult.CONFIRMED
+    return customer
+
+
+def confirmed_customer(app: Any, dbsession: Any, **fields: Any) -> Any:
+    """A customer whose email address is confirmed (who may get a magic link)."""
+    return confirm_email(app, dbsession, make_customer(dbsession, **fields))
 
 
 BROWSER = {"REMOTE_ADDR": "203.0.113.5", "HTTP_USER_AGENT": "TestBrowser/1.0"}

@@ -12,7 +12,12 @@ from prefcenter.models import utcnow
 from prefcenter.portal.links import portal_token
 from tests.conftest import app_settings
 from tests.factories import make_customer
-from tests.functional.portal.conftest import csrf_token, link_path, log_in
+from tests.functional.portal.conftest import (
+    confirmed_customer,
+    csrf_token,
+    link_path,
+    log_in,
+)
 
 
 def test_a_signed_link_opens_a_session_and_lands_on_the_portal(portal, dbsession):
@@ -83,8 +88,8 @@ def test_link_lifetime_comes_from_the_settings(connection, broker, dbsession):
     assert app.registry["portal.settings"].link_hours == 1
 
 
-def test_magic_link_is_sent_to_a_known_address(portal, courier, dbsession):
-    customer = make_customer(dbsession, email="lea@example.com")
+def test_magic_link_is_sent_to_a_known_address(app, portal, courier, dbsession):
+    customer = confirmed_customer(app, dbsession, email="lea@example.com")
     page = portal.get("/portal/login")
     form = page.forms[0]
     form["email"] = " Lea@Example.com "
@@ -98,14 +103,50 @@ def test_magic_link_is_sent_to_a_known_address(portal, courier, dbsession):
     assert portal.get("/portal").status_int == 200
 
 
-def test_magic_link_answer_is_the_same_for_an_unknown_address(portal, courier, dbsession):
-    make_customer(dbsession, email="known@example.com")
+def test_magic_link_answer_is_the_same_for_an_unknown_address(app, portal, courier, dbsession):
+    confirmed_customer(app, dbsession, email="known@example.com")
     token = csrf_token(portal)
     known = portal.post("/portal/login", {"email": "known@example.com", "csrf_token": token})
     unknown = portal.post("/portal/login", {"email": "nobody@example.com", "csrf_token": token})
     assert known.status_int == unknown.status_int == 200
     assert known.html.find("main").text == unknown.html.find("main").text
     assert [m.to for m in courier.sent] == ["known@example.com"]
+
+
+def test_magic_link_goes_only_to_a_confirmed_address(app, portal, courier, dbsession):
+    """Anyone can type any address into their profile: that is no proof it is theirs."""
+    owner = confirmed_customer(app, dbsession, email="owner@example.com")
+    unconfirmed = make_customer(dbsession, email="typed@example.com")
+    intruder = make_customer(dbsession, email="intruder@example.com")
+    # The intruder puts the owner's address in their own profile, through the portal.
+    log_in(portal, intruder)
+    page = portal.get("/portal/channels")
+    form = next(f for f in page.forms.values() if f.action.endswith("/address/email"))
+    form["email"] = "Owner@example.com"
+    form.submit(status=303)
+    portal.reset()
+
+    token = csrf_token(portal)
+    answers = [
+        portal.post("/portal/login", {"email": address, "csrf_token": token})
+        for address in ("owner@example.com", "typed@example.com", "nobody@example.com")
+    ]
+    assert {a.status_int for a in answers} == {200}
+    assert len({a.html.find("main").text for a in answers}) == 1
+    links = [m for m in courier.sent if m.kind == "magic_link"]
+    assert [(m.customer_id, m.to) for m in links] == [(owner.id, "owner@example.com")]
+    assert unconfirmed.id not in {m.customer_id for m in courier.sent}
+
+
+def test_magic_link_is_sent_after_a_refusal_of_a_confirmed_address(app, portal, courier, dbsession):
+    """Refusing marketing email does not undo the proof that the address is yours."""
+    customer = confirmed_customer(app, dbsession, email="quiet@example.com")
+    from prefcenter.services import preferences
+    from prefcenter.services.ledger import Actor
+
+    preferences.refuse(dbsession, customer, "email", Actor.customer(customer.id))
+    portal.post("/portal/login", {"email": "quiet@example.com", "csrf_token": csrf_token(portal)})
+    assert courier.last("magic_link").customer_id == customer.id
 
 
 def test_magic_link_refuses_an_invalid_email(portal, courier):
@@ -115,8 +156,8 @@ def test_magic_link_refuses_an_invalid_email(portal, courier):
     assert courier.sent == []
 
 
-def test_magic_link_is_rate_limited_per_address(portal, courier, dbsession):
-    make_customer(dbsession, email="many@example.com")
+def test_magic_link_is_rate_limited_per_address(app, portal, courier, dbsession):
+    confirmed_customer(app, dbsession, email="many@example.com")
     token = csrf_token(portal)
     for _ in range(3):
         portal.post("/portal/login", {"email": "many@example.com", "csrf_token": token})
