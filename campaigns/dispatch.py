@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -179,10 +180,23 @@ def build_message(
     )
 
 
-def send_deliveries(
+@dataclasses.dataclass
+class Prepared:
+    """Messages ready for their transports, after the policy said yes."""
+
+    result: DispatchResult
+    # channel -> [(delivery id, customer id, message_ref, message)]
+    outgoing: dict[str, list[tuple[uuid.UUID, uuid.UUID, str, Outgoing]]]
+
+
+def prepare(
     session: Session, delivery_ids: Sequence[uuid.UUID], now: dt.datetime, dispatcher: Dispatcher
-) -> DispatchResult:
-    """Send the given deliveries that are still ``queued``, each after a fresh policy check."""
+) -> Prepared:
+    """Ask the policy again for each delivery still ``queued``, and render what may go.
+
+    Deliveries bound for a provider are marked ``sending`` here, so that once this
+    transaction commits no other worker (and no redelivered broker message) sends them.
+    """
     result = DispatchResult()
     query = (
         sa.select(Delivery, Campaign, Topic, Customer)
@@ -195,7 +209,7 @@ def send_deliveries(
     if session.get_bind().dialect.name == "postgresql":
         # Another worker sending the same ids holds them; skip rather than wait and resend.
         query = query.with_for_update(of=Delivery, skip_locked=True)
-    outgoing: dict[str, list[tuple[Delivery, Campaign, Outgoing]]] = {}
+    outgoing: dict[str, list[tuple[uuid.UUID, uuid.UUID, str, Outgoing]]] = {}
     for delivery, campaign, topic, customer in session.execute(query).all():
         delivery.attempts += 1
         delivery.updated_at = now
@@ -235,24 +249,114 @@ def send_deliveries(
             contacts.release(session, customer.id, campaign.message_ref)
             result.failed += 1
             continue
-        outgoing.setdefault(delivery.channel, []).append((delivery, campaign, message))
-
-    for channel, batch in outgoing.items():
-        answers = dispatcher.transports[channel].send(session, [m for _, _, m in batch])
-        by_id: dict[uuid.UUID, Sent] = {a.delivery_id: a for a in answers}
-        for delivery, campaign, _message in batch:
-            answer = by_id[delivery.id]
-            if answer.ok:
-                delivery.status, delivery.sent_at = "sent", now
-                delivery.provider_message_id = answer.provider_message_id
-                contacts.mark_sent(session, delivery.customer_id, campaign.message_ref, now)
-                result.sent += 1
-            else:
-                delivery.status, delivery.last_error = "failed", answer.error
-                contacts.release(session, delivery.customer_id, campaign.message_ref)
-                result.failed += 1
+        if not dispatcher.transports[delivery.channel].in_database:
+            delivery.status = "sending"
+        outgoing.setdefault(delivery.channel, []).append(
+            (delivery.id, customer.id, campaign.message_ref, message)
+        )
     session.flush()
+    return Prepared(result, outgoing)
+
+
+def transmit(
+    session: Session | None, prepared: Prepared, dispatcher: Dispatcher, *, in_database: bool
+) -> dict[uuid.UUID, Sent]:
+    """Hand the prepared messages of one kind of transport over (database or provider)."""
+    answers: dict[uuid.UUID, Sent] = {}
+    for channel, batch in prepared.outgoing.items():
+        transport = dispatcher.transports[channel]
+        if transport.in_database != in_database:
+            continue
+        for answer in transport.send(session, [entry[-1] for entry in batch]):
+            answers[answer.delivery_id] = answer
+    return answers
+
+
+def record(
+    session: Session,
+    prepared: Prepared,
+    answers: Mapping[uuid.UUID, Sent],
+    now: dt.datetime,
+) -> DispatchResult:
+    """Write what the transports answered: sent, failed, or back in line for later."""
+    result = prepared.result
+    for batch in prepared.outgoing.values():
+        for delivery_id, customer_id, message_ref, _message in batch:
+            answer = answers.get(delivery_id)
+            if answer is None:
+                continue
+            values: dict = {"updated_at": now}
+            if answer.ok:
+                values |= {
+                    "status": "sent",
+                    "sent_at": now,
+                    "provider_message_id": answer.provider_message_id,
+                }
+                contacts.mark_sent(session, customer_id, message_ref, now)
+                result.sent += 1
+            elif answer.retry_after is not None:
+                later = now + dt.timedelta(seconds=answer.retry_after)
+                values |= {"status": "planned", "scheduled_at": later}
+                _move_reservation(session, customer_id, message_ref, later)
+                result.requeued += 1
+            else:
+                values |= {"status": "failed", "last_error": answer.error}
+                contacts.release(session, customer_id, message_ref)
+                result.failed += 1
+            session.execute(
+                sa.update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.status.in_(("queued", "sending")))
+                .values(**values)
+            )
     return result
+
+
+def send_deliveries(
+    session: Session, delivery_ids: Sequence[uuid.UUID], now: dt.datetime, dispatcher: Dispatcher
+) -> DispatchResult:
+    """Prepare, send and record in one session (the outbox; tests of provider answers)."""
+    prepared = prepare(session, delivery_ids, now, dispatcher)
+    answers = dict(transmit(session, prepared, dispatcher, in_database=True))
+    answers |= transmit(None, prepared, dispatcher, in_database=False)
+    return record(session, prepared, answers, now)
+
+
+def dispatch_in_steps(
+    unit_of_work: Callable[[], AbstractContextManager[Session]],
+    delivery_ids: Sequence[uuid.UUID],
+    now: dt.datetime,
+    dispatcher: Dispatcher,
+) -> DispatchResult:
+    """The worker's way: commit ``sending`` before any provider call, record after it.
+
+    A worker killed during the provider call leaves those deliveries ``sending``: never
+    sent twice; :func:`flag_unconfirmed` reports them after a while (the provider's
+    events, when they arrive, move them on).
+    """
+    with unit_of_work() as session:
+        prepared = prepare(session, delivery_ids, now, dispatcher)
+        answers = dict(transmit(session, prepared, dispatcher, in_database=True))
+        record(session, prepared, answers, now)
+    remote = transmit(None, prepared, dispatcher, in_database=False)
+    if not remote:
+        return prepared.result
+    with unit_of_work() as session:
+        return record(session, prepared, remote, utcnow())
+
+
+def flag_unconfirmed(session: Session, now: dt.datetime, *, older_than: dt.timedelta) -> int:
+    """Deliveries left ``sending`` (the worker stopped during the call): failed, not resent."""
+    result = session.execute(
+        sa.update(Delivery)
+        .where(Delivery.status == "sending", Delivery.updated_at < now - older_than)
+        .values(
+            status="failed",
+            last_error="the worker stopped while the provider was called; not sent again "
+            "so that no one receives it twice",
+            updated_at=now,
+        )
+    )
+    return result.rowcount
 
 
 def _move_reservation(
@@ -276,7 +380,9 @@ def campaign_counts(session: Session, campaign_id: uuid.UUID) -> dict:
         .where(Delivery.campaign_id == campaign_id)
         .group_by(Delivery.status, Delivery.reason)
     ).all()
-    counts: dict = {s: 0 for s in ("planned", "queued", "sent", "delivered", "failed", "deferred")}
+    counts: dict = {
+        s: 0 for s in ("planned", "queued", "sending", "sent", "delivered", "failed", "deferred")
+    }
     counts["cancelled"] = 0
     skipped: dict[str, int] = {}
     for status, reason, n in rows:

@@ -26,12 +26,15 @@ CAMPAIGN_STATUSES = (
     "completed",
     "cancelled",
 )
-# planned -> queued -> sent -> delivered | failed; or skipped / deferred (with the reason);
-# cancelled when the campaign is cancelled before the message went out.
+# planned -> queued -> (sending) -> sent -> delivered | failed; or skipped / deferred (with
+# the reason); cancelled when the campaign is cancelled before the message went out.
+# ``sending`` is committed before a provider call, so a worker killed during the call
+# leaves it visible instead of sending it again.
 DELIVERY_STATUSES = (
     "planned",
     "deferred",
     "queued",
+    "sending",
     "sent",
     "delivered",
     "failed",

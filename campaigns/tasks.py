@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 PER_TICK = 50 * BATCH
 STUCK_AFTER = dt.timedelta(minutes=10)
+UNCONFIRMED_AFTER = dt.timedelta(hours=1)
 
 
 @functools.cache
@@ -64,10 +65,9 @@ def _launch_settings() -> services.Settings:
 @actor(max_retries=3, min_backoff=5_000, time_limit=600_000, queue_name="campaigns")
 def dispatch_deliveries(delivery_ids: list[str]) -> None:
     """Send these deliveries (those still ``queued``; running it twice sends nothing twice)."""
-    with tasks.unit_of_work() as session:
-        result = dispatch.send_deliveries(
-            session, [uuid.UUID(i) for i in delivery_ids], utcnow(), _dispatcher()
-        )
+    result = dispatch.dispatch_in_steps(
+        tasks.unit_of_work, [uuid.UUID(i) for i in delivery_ids], utcnow(), _dispatcher()
+    )
     log.info("dispatched %d deliveries: %s", len(delivery_ids), result)
 
 
@@ -82,6 +82,7 @@ def tick(now: dt.datetime | None = None) -> int:
     with tasks.unit_of_work() as session:
         services.start_scheduled(session, now, _launch_settings())
         ids = dispatch.requeue_stuck(session, now, older_than=STUCK_AFTER)
+        dispatch.flag_unconfirmed(session, now, older_than=UNCONFIRMED_AFTER)
         # Bounded per pass so memory stays flat; the next pass takes the rest.
         ids.extend(dispatch.queue_due(session, now, limit=PER_TICK))
         services.complete_finished(session, now)

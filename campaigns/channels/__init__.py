@@ -26,11 +26,16 @@ class Sent:
     delivery_id: uuid.UUID
     provider_message_id: str | None = None
     error: str | None = None  # set when the provider refused this message for good
+    retry_after: float | None = None  # set when the provider could not take it now
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.retry_after is None
 
 
 class Transport(Protocol):
+    # True when sending is a database write in the caller's transaction (exactly once);
+    # False for a provider call, made outside any transaction between two commits.
+    in_database: bool
+
     def send(self, session: Any, messages: list[Outgoing]) -> list[Sent]: ...

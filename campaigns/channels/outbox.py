@@ -13,6 +13,8 @@ from . import Outgoing, Sent
 
 
 class OutboxTransport:
+    in_database = True
+
     def send(self, session: Session, messages: list[Outgoing]) -> list[Sent]:
         rows = [
             OutboxMessage(

@@ -110,6 +110,7 @@ def upgrade() -> None:
                 "planned",
                 "deferred",
                 "queued",
+                "sending",
                 "sent",
                 "delivered",
                 "failed",

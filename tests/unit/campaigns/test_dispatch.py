@@ -246,6 +246,8 @@ def test_a_refusal_by_the_provider_fails_the_delivery_and_frees_the_cap(dbsessio
     campaign = launched(dbsession, topic, customer)
 
     class Refusing:
+        in_database = False
+
         def send(self, session, messages):
             return [Sent(m.delivery_id, error="invalid address") for m in messages]
 
@@ -286,6 +288,7 @@ def test_campaign_counts_break_skips_down_by_reason(dbsession, topic):
     assert counts == {
         "planned": 0,
         "queued": 0,
+        "sending": 0,
         "sent": 1,
         "delivered": 0,
         "failed": 0,

@@ -1,0 +1,160 @@
+"""Email through SendGrid's v3 Mail Send API, with the official ``sendgrid`` client.
+
+One call carries up to 1,000 personalizations. Each message is rendered per customer
+(sandboxed Jinja2), so the call's content is ``%text%`` / ``%html%`` and every
+personalization brings its own rendered body as substitutions; SendGrid caps those at
+10,000 bytes per personalization, so a larger message travels in a call of its own with
+its body as the content. ``custom_args`` carry only the delivery id (SendGrid keeps them
+and cannot redact them). An address appears at most once per call: a second customer
+sharing it goes in the next call.
+
+429 and 5xx are retried in place with back-off (honouring ``Retry-After``) up to a few
+times, then the deliveries are handed back to be retried later; any other 4xx fails
+the batch's deliveries with SendGrid's own message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from python_http_client import exceptions
+from sendgrid import SendGridAPIClient
+
+from . import Outgoing, Sent
+
+log = logging.getLogger(__name__)
+
+MAX_PERSONALIZATIONS = 1000
+MAX_SUBSTITUTION_BYTES = 10_000
+TEXT, HTML = "%text%", "%html%"
+
+
+class SendGridTransport:
+    in_database = False
+
+    def __init__(
+        self,
+        api_key: str,
+        sender: str,
+        *,
+        host: str = "https://api.sendgrid.com",
+        sandbox_mode: bool = False,
+        max_attempts: int = 4,
+        max_wait: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
+        name, address = email.utils.parseaddr(sender)
+        self.sender = {"email": address, **({"name": name} if name else {})}
+        self.sandbox_mode = sandbox_mode
+        self.max_attempts = max_attempts
+        self.max_wait = max_wait
+        self.sleep = sleep
+
+    # -- batching ------------------------------------------------------------------------
+
+    @staticmethod
+    def _fits_substitutions(message: Outgoing) -> bool:
+        size = len(message.text.encode()) + len((message.html or "").encode())
+        return size + 32 <= MAX_SUBSTITUTION_BYTES
+
+    def batches(self, messages: list[Outgoing]) -> Iterator[list[Outgoing]]:
+        """Calls to make: ≤ 1,000 personalizations, each address once, same categories."""
+        pending: dict[tuple[Any, ...], list[list[Outgoing]]] = {}
+        for message in messages:
+            if not self._fits_substitutions(message):
+                yield [message]
+                continue
+            key = (message.categories, message.html is not None)
+            groups = pending.setdefault(key, [])
+            address = message.to.lower()
+            for group in groups:
+                if len(group) < MAX_PERSONALIZATIONS and all(
+                    m.to.lower() != address for m in group
+                ):
+                    group.append(message)
+                    break
+            else:
+                groups.append([message])
+        for groups in pending.values():
+            yield from groups
+
+    def payload(self, batch: list[Outgoing]) -> dict[str, Any]:
+        single = len(batch) == 1 and not self._fits_substitutions(batch[0])
+        personalizations = []
+        for message in batch:
+            personalization: dict[str, Any] = {
+                "to": [{"email": message.to}],
+                "subject": message.subject or "",
+                "headers": dict(message.headers),
+                "custom_args": {"delivery_id": str(message.delivery_id)},
+            }
+            if not single:
+                personalization["substitutions"] = {TEXT: message.text}
+                if message.html is not None:
+                    personalization["substitutions"][HTML] = message.html
+            personalizations.append(personalization)
+        first = batch[0]
+        content = [{"type": "text/plain", "value": first.text if single else TEXT}]
+        if first.html is not None:
+            content.append({"type": "text/html", "value": first.html if single else HTML})
+        body: dict[str, Any] = {
+            "personalizations": personalizations,
+            "from": self.sender,
+            "content": content,
+            "categories": list(first.categories)[:10],
+        }
+        if self.sandbox_mode:
+            body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        return body
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, session: Any, messages: list[Outgoing]) -> list[Sent]:
+        results: list[Sent] = []
+        for batch in self.batches(messages):
+            results.extend(self._send(batch))
+        return results
+
+    def _send(self, batch: list[Outgoing]) -> list[Sent]:
+        body = self.payload(batch)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self.client.client.mail.send.post(request_body=body)
+            except exceptions.HTTPError as exc:
+                status = exc.status_code
+                if status == 429 or status >= 500:
+                    wait = _retry_after(exc) or min(self.max_wait, 2.0 ** (attempt - 1))
+                    if attempt < self.max_attempts and wait <= self.max_wait:
+                        log.warning("SendGrid answered %s; retrying in %.1f s", status, wait)
+                        self.sleep(wait)
+                        continue
+                    retry = max(wait, 60.0)
+                    return [Sent(m.delivery_id, retry_after=retry) for m in batch]
+                reason = f"SendGrid refused the message ({status}): {_errors(exc)}"
+                return [Sent(m.delivery_id, error=reason) for m in batch]
+            # 202 normally; 200 in sandbox mode: both mean accepted.
+            message_id = response.headers.get("X-Message-Id") if response.headers else None
+            return [Sent(m.delivery_id, message_id) for m in batch]
+        raise AssertionError("unreachable")  # the loop always returns
+
+
+def _retry_after(exc: exceptions.HTTPError) -> float | None:
+    value = exc.headers.get("Retry-After") if exc.headers else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _errors(exc: exceptions.HTTPError) -> str:
+    try:
+        errors = json.loads(exc.body or b"{}").get("errors") or []
+        return "; ".join(str(e.get("message")) for e in errors) or str(exc.body)
+    except (ValueError, AttributeError):
+        return str(exc.body)
