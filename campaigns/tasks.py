@@ -19,9 +19,11 @@ from prefcenter import tasks
 from prefcenter.broker import actor
 from prefcenter.consent_settings import ConsentSettings
 from prefcenter.models import utcnow
+from prefcenter.settings import as_bool
 
 from . import dispatch, services
 from .channels.outbox import OutboxTransport
+from .channels.sendgrid import SendGridTransport
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,14 @@ def build_dispatcher(settings: Mapping[str, Any]) -> dispatch.Dispatcher:
         unsubscribe_mailto=f"unsubscribe@{domain}" if domain else None,
     )
     outbox = OutboxTransport()
-    transports = {channel: outbox for channel in ("email", "sms", "phone", "post")}
+    transports: dict[str, Any] = {channel: outbox for channel in ("email", "sms", "phone", "post")}
+    if settings.get("prefcenter.email.transport") == "sendgrid":
+        transports["email"] = SendGridTransport(
+            str(settings["sendgrid.api_key"]),
+            str(settings.get("prefcenter.email.from", "")),
+            host=str(settings.get("sendgrid.host") or "https://api.sendgrid.com"),
+            sandbox_mode=as_bool(settings.get("sendgrid.sandbox_mode", "false")),
+        )
     return dispatch.Dispatcher(ConsentSettings.from_settings(settings), links, transports)
 
 
