@@ -18,6 +18,7 @@ from ..consent_settings import ADDRESS_KIND, ConsentSettings
 from ..models import Customer, Topic
 from ..models.vocabulary import CHANNELS
 from ..services.preferences import consent_for
+from ..services.suppressions import current_address_hmac
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +120,7 @@ def channel_states(customer: Customer, cfg: ConsentSettings) -> list[ChannelStat
             ]
             address = [line for line in lines if line] or None
         status = consent.status if consent else "none"
+        current = current_address_hmac(customer, kind, cfg)
         states.append(
             ChannelState(
                 channel=channel,
@@ -127,10 +129,14 @@ def channel_states(customer: Customer, cfg: ConsentSettings) -> list[ChannelStat
                 status=status,
                 regime=cfg.regime(channel),
                 needs_confirmation=cfg.needs_confirmation(channel),
+                # A confirmation sent to the current address (one sent to a previous
+                # address can no longer be used).
                 code_pending=bool(
                     consent is not None
                     and consent.status == "pending"
                     and consent.confirmation_hash
+                    and current is not None
+                    and consent.confirmation_hash.startswith(current)
                 ),
             )
         )

@@ -49,6 +49,8 @@ from .suppressions import current_address_hmac, suppression_reasons
 ADDRESS_KINDS = ("email", "phone", "postal")
 # Channels whose address can be confirmed by a link (email) or a code (sms).
 DOUBLE_OPT_IN_CHANNELS = ("email", "sms")
+# Consent statuses in which the customer said yes (pending: not yet confirmed).
+AGREED = ("granted", "pending")
 # Purpose of the signed link sent for an email double opt-in (prefcenter.tokens).
 DOUBLE_OPT_IN_PURPOSE = "double_opt_in"
 MAX_SOURCE_LENGTH = 100
@@ -344,6 +346,67 @@ def set_address(
                 now=now,
             )
     session.flush()
+
+
+@dataclasses.dataclass(frozen=True)
+class AddressChange:
+    """What :func:`change_address` did: whether the address changed, and the confirmations
+    (double opt-ins) to send to the new address."""
+
+    changed: bool
+    challenges: tuple[Challenge, ...] = ()
+
+
+def change_address(
+    session: Session,
+    customer: Customer,
+    kind: str,
+    value: Any,
+    actor: Actor,
+    *,
+    cfg: ConsentSettings,
+    secret: str,
+    notice_text: str | None = None,
+    now: dt.datetime | None = None,
+) -> AddressChange:
+    """The customer typed a new email, phone or postal address in the portal.
+
+    As :func:`set_address`, then for the channels that need this address confirmed
+    (email, sms): a customer who had agreed (granted, or a confirmation in progress) is sent
+    a confirmation to the new address at once, and so is one who asks for it now by ticking
+    the consent notice (``notice_text``, kept as its hash). Re-entering the current address
+    changes nothing, and a channel already confirmed for it stays as it is.
+    """
+    now = _clock(now)
+    channels = [
+        c for c in DOUBLE_OPT_IN_CHANNELS if ADDRESS_KIND[c] == kind and cfg.needs_confirmation(c)
+    ]
+    agreed = {c: getattr(consent_for(customer, c), "status", None) in AGREED for c in channels}
+    before = _address_ledger_value(customer, kind, cfg) if kind in ADDRESS_KINDS else None
+    set_address(session, customer, kind, value, actor, cfg=cfg, now=now)
+    changed = _address_ledger_value(customer, kind, cfg) != before
+    challenges = []
+    for channel in channels:
+        if not ((changed and agreed[channel]) or notice_text is not None):
+            continue
+        current = _address_hmac_for(customer, channel, cfg)
+        if current is None or _already_granted(
+            consent_for(customer, channel), channel, current, cfg
+        ):
+            continue
+        challenges.append(
+            start_double_opt_in(
+                session,
+                customer,
+                channel,
+                actor,
+                cfg=cfg,
+                secret=secret,
+                notice_text=notice_text,
+                now=now,
+            )
+        )
+    return AddressChange(changed=changed, challenges=tuple(challenges))
 
 
 # --- channel consent -----------------------------------------------------------------------

@@ -20,10 +20,10 @@ def portal_settings(request: Any) -> PortalSettings:
     return settings
 
 
-def back_to(request: Any, route: str, flash: str | None = None) -> HTTPSeeOther:
+def back_to(request: Any, route: str, flash: str | None = None, **mapping: Any) -> HTTPSeeOther:
     """Post/redirect/get, with a message shown once on the next page."""
     if flash:
-        request.session.flash(translator(request)(flash), "success")
+        request.session.flash(translator(request)(flash, **mapping), "success")
     return HTTPSeeOther(request.route_url(route))
 
 

@@ -53,8 +53,10 @@ def home(request: Any) -> dict[str, Any]:
 
 
 def _channels_page(request: Any, customer: Customer, errors: list[str]) -> dict[str, Any]:
+    states = channel_states(customer, portal_settings(request).consent)
     return {
-        "channels": channel_states(customer, portal_settings(request).consent),
+        "channels": states,
+        "states": {state.channel: state for state in states},
         "errors": errors,
         "notice": CONSENT_NOTICE,
     }
@@ -75,28 +77,67 @@ def _address_value(kind: str, post: Any) -> Any:
     return post.get(kind, "")
 
 
+# What the customer is told after changing an address, by what was sent to it.
+ADDRESS_SAVED = _("Your address is saved.")
+ADDRESS_UNCHANGED = _("Nothing changed: this is already your address.")
+EMAIL_SENT = _("We sent you an email: open its link to confirm.")
+SMS_SENT = _("We sent you a code by SMS: type it below to confirm.")
+NEW_EMAIL_SENT = _(
+    "Your email address is saved. We sent a confirmation email to ${address}: "
+    "open its link to confirm it. Until then we do not write to this address."
+)
+NEW_PHONE_SENT = _(
+    "Your phone number is saved. We sent a code by SMS to ${address}: type it below to "
+    "confirm it. Until then we send no SMS to this number."
+)
+# The opt-in channel whose consent box sits on an address form.
+CONSENT_OF_ADDRESS = {"email": "email", "phone": "sms"}
+
+
 @view_config(
     route_name="portal_address", request_method="POST", renderer=TEMPLATES + "channels.html"
 )
 def change_address(request: Any) -> Any:
-    """A new email, phone or postal address; confirmed channels using it need confirming again."""
+    """A new email, phone or postal address; confirmed channels using it need confirming
+    again, so the confirmation is sent to the new address at once."""
     customer = require_customer(request)
     kind = request.matchdict["kind"]
     if kind not in preferences.ADDRESS_KINDS:
         raise HTTPNotFound()
+    t = translator(request)
+    settings = portal_settings(request)
+    consent_channel = CONSENT_OF_ADDRESS.get(kind)
+    notice = (
+        t(CONSENT_NOTICE, channel=t(CHANNEL_NAMES[consent_channel]))
+        if consent_channel and request.POST.get("consent") == "yes"
+        else None
+    )
     try:
-        preferences.set_address(
+        change = preferences.change_address(
             request.dbsession,
             customer,
             kind,
             _address_value(kind, request.POST),
             actor_for(request, customer),
-            cfg=portal_settings(request).consent,
+            cfg=settings.consent,
+            secret=settings.secret,
+            notice_text=notice,
             now=utcnow(),
         )
     except InvalidInput as error:
         return _channels_page(request, customer, rejected(request, error))
-    return back_to(request, "portal_channels", _("Your address is saved."))
+    for challenge in change.challenges:
+        _send_challenge(request, customer, challenge)
+    channels_sent = {c.channel for c in change.challenges}
+    if "email" in channels_sent:
+        message = NEW_EMAIL_SENT if change.changed else EMAIL_SENT
+        return back_to(request, "portal_channels", message, address=customer.email)
+    if "sms" in channels_sent:
+        message = NEW_PHONE_SENT if change.changed else SMS_SENT
+        return back_to(request, "portal_channels", message, address=customer.phone)
+    return back_to(
+        request, "portal_channels", ADDRESS_SAVED if change.changed else ADDRESS_UNCHANGED
+    )
 
 
 def _send_challenge(request: Any, customer: Customer, challenge: preferences.Challenge) -> None:
@@ -157,14 +198,8 @@ def change_consent(request: Any) -> Any:
                 return back_to(request, "portal_channels", _("Thank you: your choice is saved."))
             _send_challenge(request, customer, challenge)
             if challenge.channel == "email":
-                return back_to(
-                    request, "portal_channels", _("We sent you an email: open its link to confirm.")
-                )
-            return back_to(
-                request,
-                "portal_channels",
-                _("We sent you a code by SMS: type it below to confirm."),
-            )
+                return back_to(request, "portal_channels", EMAIL_SENT)
+            return back_to(request, "portal_channels", SMS_SENT)
         result = preferences.confirm_double_opt_in(
             request.dbsession,
             customer,

@@ -17,7 +17,7 @@ from prefcenter.models import (
     utcnow,
 )
 from tests.factories import make_customer, make_topic
-from tests.functional.portal.conftest import BROWSER, log_in
+from tests.functional.portal.conftest import BROWSER, confirm_email, log_in
 
 
 def ledger(dbsession, customer, field=None):
@@ -209,6 +209,82 @@ def test_change_email_needs_confirmation_again(portal, courier, dbsession, camil
     assert consent_status(dbsession, camille, "email") == "pending"
     entry = ledger(dbsession, camille, "address.email")[-1]
     assert "new@example.com" not in (entry.after or "")
+
+
+def _address_form(page, kind):
+    return next(f for f in page.forms.values() if f.action.endswith(f"/address/{kind}"))
+
+
+def test_new_email_of_a_consenting_customer_gets_a_confirmation(
+    app, portal, courier, dbsession, camille
+):
+    confirm_email(app, dbsession, camille)
+    log_in(portal, camille, lang="en")
+    form = _address_form(portal.get("/portal/channels"), "email")
+    form["email"] = "new@example.com"
+    page = form.submit(status=303).follow()
+    sent = courier.last("confirm_email")
+    assert (sent.to, sent.customer_id) == ("new@example.com", camille.id)
+    flash = page.html.select_one(".flash").text
+    assert "We sent a confirmation email to new@example.com" in flash
+    assert "Send a new confirmation" in page.text
+    assert consent_status(dbsession, camille, "email") == "pending"
+
+    # The link in that email confirms the new address.
+    last_form(portal.get(sent.link.replace("http://localhost", ""))).submit(status=200)
+    assert consent_status(dbsession, camille, "email") == "granted"
+    assert fresh(dbsession, camille).email == "new@example.com"
+
+
+def test_re_entering_the_confirmed_email_changes_nothing(app, portal, courier, dbsession, camille):
+    confirm_email(app, dbsession, camille)
+    rows = len(ledger(dbsession, camille))
+    log_in(portal, camille, lang="en")
+    form = _address_form(portal.get("/portal/channels"), "email")
+    form["email"] = " Camille@Example.com "
+    page = form.submit(status=303).follow()
+    assert "Nothing changed: this is already your address." in page.text
+    assert consent_status(dbsession, camille, "email") == "granted"
+    assert len(ledger(dbsession, camille)) == rows
+    assert courier.sent == []
+
+
+def test_new_email_without_consent_sends_nothing_unless_asked(portal, courier, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    form = _address_form(portal.get("/portal/channels"), "email")
+    form["email"] = "other@example.com"
+    page = form.submit(status=303).follow()
+    assert "Your address is saved." in page.text
+    assert courier.sent == [] and consent_status(dbsession, camille, "email") is None
+
+    form = _address_form(page, "email")
+    form["email"] = "third@example.com"
+    form["consent"] = True
+    page = form.submit(status=303).follow()
+    assert courier.last("confirm_email").to == "third@example.com"
+    assert "We sent a confirmation email to third@example.com" in page.text
+    assert consent_status(dbsession, camille, "email") == "pending"
+    started = ledger(dbsession, camille, "consent.email")[-1]
+    assert (started.before, started.after) == (None, "pending")
+    assert started.details["step"] == "started"
+
+
+def test_new_phone_of_a_customer_who_agreed_to_sms_gets_a_code(portal, courier, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    page = portal.get("/portal/channels")
+    next(f for f in page.forms.values() if f.action.endswith("/channels/sms/grant")).submit()
+    page = portal.get("/portal/channels")
+    confirm = next(f for f in page.forms.values() if f.action.endswith("/channels/sms/confirm"))
+    confirm["code"] = courier.last("confirm_sms").code
+    confirm.submit(status=303)
+    assert consent_status(dbsession, camille, "sms") == "granted"
+
+    form = _address_form(portal.get("/portal/channels"), "phone")
+    form["phone"] = "06 98 76 54 32"
+    page = form.submit(status=303).follow()
+    assert courier.last("confirm_sms").to == "+33698765432"
+    assert "We sent a code by SMS to +33698765432" in page.text
+    assert consent_status(dbsession, camille, "sms") == "pending"
 
 
 @pytest.mark.parametrize(
