@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import uuid
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from campaigns import planner
 from campaigns.models import Campaign, Delivery
-from prefcenter.models import ContactLogEntry, Customer
+from prefcenter.models import ContactLogEntry, Customer, Topic
 from tests.factories import make_topic
 from tests.policy_builders import consent, log_contact, reachable_customer, settings
 
@@ -189,3 +192,74 @@ def test_alerts_ignore_pause_and_caps(dbsession):
     counts = planner.plan(dbsession, campaign, among(weekly), AT, cfg=CFG)
 
     assert counts.channels == {"email": 1} and counts.skipped == {}
+
+
+# -- two campaigns launched at the same moment (real transactions, separate connections)
+
+
+@pytest.fixture
+def committed_audience(engine):
+    """Weekly-cadence customers committed for real (threads need their own transactions)."""
+    marker = uuid.uuid4().hex[:8]
+    with Session(engine) as session:
+        topic = make_topic(session, key=f"plan_{marker}")
+        customers = [
+            reachable_customer(session, topic, frequency="weekly", external_id=f"{marker}-{i}")
+            for i in range(20)
+        ]
+        campaigns = [make_campaign(session, topic) for _ in range(4)]
+        session.commit()
+        ids, campaign_ids, topic_id = [c.id for c in customers], [c.id for c in campaigns], topic.id
+    yield topic_id, ids, campaign_ids
+    with Session(engine) as session:
+        session.execute(sa.delete(Campaign).where(Campaign.id.in_(campaign_ids)))
+        session.execute(sa.delete(Customer).where(Customer.id.in_(ids)))
+        session.execute(sa.delete(ContactLogEntry).where(ContactLogEntry.topic_id == topic_id))
+        session.execute(sa.delete(Topic).where(Topic.id == topic_id))
+        session.commit()
+
+
+def test_campaigns_planned_concurrently_never_exceed_a_cap(engine, committed_audience):
+    topic_id, ids, campaign_ids = committed_audience
+    barrier = threading.Barrier(len(campaign_ids))
+    errors: list[BaseException] = []
+
+    def launch(campaign_id) -> None:
+        try:
+            barrier.wait(timeout=30)
+            with Session(engine) as session:
+                campaign = session.get(Campaign, campaign_id)
+                candidates = sa.select(Customer.id).where(Customer.id.in_(ids))
+                planner.plan(session, campaign, candidates, AT, cfg=CFG)
+                session.commit()
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=launch, args=(c,)) for c in campaign_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+    with Session(engine) as session:
+        reserved = dict(
+            session.execute(
+                sa.select(ContactLogEntry.customer_id, sa.func.count())
+                .where(ContactLogEntry.topic_id == topic_id)
+                .group_by(ContactLogEntry.customer_id)
+            ).all()
+        )
+        planned = session.scalar(
+            sa.select(sa.func.count()).where(
+                Delivery.campaign_id.in_(campaign_ids), Delivery.status == "planned"
+            )
+        )
+        capped = session.scalar(
+            sa.select(sa.func.count()).where(
+                Delivery.campaign_id.in_(campaign_ids), Delivery.reason == "frequency_cap"
+            )
+        )
+    # Weekly cadence: each customer got exactly one of the four campaigns, never two.
+    assert reserved == {customer_id: 1 for customer_id in ids}
+    assert (planned, capped) == (len(ids), 3 * len(ids))
