@@ -35,6 +35,8 @@ MESSAGES = {
     "bad_day": _("We do not call back on that day: choose a business day."),
     "bad_slot": _("Choose one of the slots offered."),
     "no_double_opt_in": _("This channel does not need a confirmation."),
+    "empty_address": _("Enter an address, or use “Remove” to delete the one you have."),
+    "confirm_remove": _("Tick the box to confirm that you want this address removed."),
 }
 GENERIC = _("This value was refused.")
 

@@ -348,6 +348,33 @@ def set_address(
     session.flush()
 
 
+def _is_empty_address(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        # The country alone (the form suggests FR) is no address.
+        return not any(str(v or "").strip() for k, v in value.items() if k != "country")
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def remove_address(
+    session: Session,
+    customer: Customer,
+    kind: str,
+    actor: Actor,
+    *,
+    cfg: ConsentSettings,
+    now: dt.datetime | None = None,
+) -> bool:
+    """The customer asked to delete their email, phone or postal address (through the
+    ledger, as any change); False when there was none to remove."""
+    if kind not in ADDRESS_KINDS:
+        raise invalid(
+            "kind", kind, f"is not an address kind ({', '.join(ADDRESS_KINDS)})", "unknown_kind"
+        )
+    had = _address_ledger_value(customer, kind, cfg) is not None
+    set_address(session, customer, kind, None, actor, cfg=cfg, now=now)
+    return had
+
+
 @dataclasses.dataclass(frozen=True)
 class AddressChange:
     """What :func:`change_address` did: whether the address changed, and the confirmations
@@ -378,6 +405,9 @@ def change_address(
     changes nothing, and a channel already confirmed for it stays as it is.
     """
     now = _clock(now)
+    if _is_empty_address(value):
+        # A blank form is not a way to delete an address: that is remove_address.
+        raise invalid(kind, value, "is empty: enter an address, or remove it", "empty_address")
     channels = [
         c for c in DOUBLE_OPT_IN_CHANNELS if ADDRESS_KIND[c] == kind and cfg.needs_confirmation(c)
     ]

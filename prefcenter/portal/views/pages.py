@@ -80,6 +80,8 @@ def _address_value(kind: str, post: Any) -> Any:
 # What the customer is told after changing an address, by what was sent to it.
 ADDRESS_SAVED = _("Your address is saved.")
 ADDRESS_UNCHANGED = _("Nothing changed: this is already your address.")
+ADDRESS_REMOVED = _("The address is removed: we will no longer use it.")
+NOTHING_TO_REMOVE = _("There was no address to remove.")
 EMAIL_SENT = _("We sent you an email: open its link to confirm.")
 SMS_SENT = _("We sent you a code by SMS: type it below to confirm.")
 NEW_EMAIL_SENT = _(
@@ -104,6 +106,8 @@ def change_address(request: Any) -> Any:
     kind = request.matchdict["kind"]
     if kind not in preferences.ADDRESS_KINDS:
         raise HTTPNotFound()
+    if request.POST.get("action") == "remove":
+        return _remove_address(request, customer, kind)
     t = translator(request)
     settings = portal_settings(request)
     consent_channel = CONSENT_OF_ADDRESS.get(kind)
@@ -138,6 +142,24 @@ def change_address(request: Any) -> Any:
     return back_to(
         request, "portal_channels", ADDRESS_SAVED if change.changed else ADDRESS_UNCHANGED
     )
+
+
+def _remove_address(request: Any, customer: Customer, kind: str) -> Any:
+    """Deleting an address is its own form, with a box to tick: never a blank field."""
+    if request.POST.get("confirm_remove") != "yes":
+        error = InvalidInput.one(
+            kind, request.POST.get("confirm_remove", ""), "removal not confirmed", "confirm_remove"
+        )
+        return _channels_page(request, customer, rejected(request, error))
+    removed = preferences.remove_address(
+        request.dbsession,
+        customer,
+        kind,
+        actor_for(request, customer),
+        cfg=portal_settings(request).consent,
+        now=utcnow(),
+    )
+    return back_to(request, "portal_channels", ADDRESS_REMOVED if removed else NOTHING_TO_REMOVE)
 
 
 def _send_challenge(request: Any, customer: Customer, challenge: preferences.Challenge) -> None:

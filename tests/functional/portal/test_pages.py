@@ -288,6 +288,67 @@ def test_new_phone_of_a_customer_who_agreed_to_sms_gets_a_code(portal, courier, 
 
 
 @pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("email", {"email": ""}),
+        ("phone", {"phone": "   "}),
+        ("postal", {"line1": "", "line2": "", "postal_code": "", "city": "", "country": "FR"}),
+    ],
+)
+def test_an_empty_address_form_is_an_error_not_a_removal(portal, dbsession, kind, fields):
+    customer = make_customer(
+        dbsession,
+        email="kept@example.com",
+        phone="+33612345678",
+        postal_line1="3 rue Lepic",
+        postal_code="75018",
+        city="Paris",
+        country="FR",
+    )
+    log_in(portal, customer, lang="en")
+    form = _address_form(portal.get("/portal/channels"), kind)
+    for name, value in fields.items():
+        form[name] = value
+    page = form.submit(status=400)
+    assert "Enter an address, or use “Remove”" in page.html.select_one(".errors").text
+    kept = fresh(dbsession, customer)
+    assert (kept.email, kept.phone, kept.city) == ("kept@example.com", "+33612345678", "Paris")
+    assert ledger(dbsession, customer) == []
+
+
+def _remove_form(page, kind):
+    return next(
+        f
+        for f in page.forms.values()
+        if f.action.endswith(f"/address/{kind}") and f.fields.get("action")
+    )
+
+
+def test_removing_an_address_needs_the_box_ticked_and_is_in_the_ledger(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    form = _remove_form(portal.get("/portal/channels"), "phone")
+    page = form.submit(status=400)
+    assert "Tick the box to confirm that you want this address removed." in page.text
+    assert fresh(dbsession, camille).phone == "+33612345678"
+    assert ledger(dbsession, camille) == []
+
+    form = _remove_form(page, "phone")
+    form["confirm_remove"] = True
+    page = form.submit(status=303).follow()
+    assert "The address is removed: we will no longer use it." in page.text
+    customer = fresh(dbsession, camille)
+    assert customer.phone is None and customer.phone_hmac is None
+    assert customer.email == "camille@example.com"
+    (entry,) = ledger(dbsession, camille, "address.phone")
+    assert entry.before and entry.after is None
+    assert (entry.actor_type, entry.ip) == ("customer", BROWSER["REMOTE_ADDR"])
+    # Nothing left to remove: no remove form for the phone any more.
+    assert not any(
+        f.action.endswith("/address/phone") and f.fields.get("action") for f in page.forms.values()
+    )
+
+
+@pytest.mark.parametrize(
     ("kind", "field", "value", "message"),
     [
         ("email", "email", "nope@", "Cette adresse e-mail n"),
