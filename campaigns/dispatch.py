@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -24,7 +25,6 @@ from prefcenter.consent_settings import ConsentSettings
 from prefcenter.i18n import _, translate
 from prefcenter.models import ContactLogEntry, Customer, Topic, utcnow
 from prefcenter.portal.links import portal_token, unsubscribe_token
-from prefcenter.services import contacts
 
 from . import rendering
 from .channels import Outgoing, Sent, Transport
@@ -138,7 +138,7 @@ def _context(customer: Customer, portal_url: str, unsubscribe_url: str) -> dict:
 
 
 def build_message(
-    delivery: Delivery,
+    delivery: Delivery | _DeliveryView,
     campaign: Campaign,
     topic: Topic,
     customer: Customer,
@@ -192,70 +192,187 @@ class Prepared:
 def prepare(
     session: Session, delivery_ids: Sequence[uuid.UUID], now: dt.datetime, dispatcher: Dispatcher
 ) -> Prepared:
-    """Ask the policy again for each delivery still ``queued``, and render what may go.
+    """Ask the policy again for the deliveries still ``queued``, and render what may go.
 
-    Deliveries bound for a provider are marked ``sending`` here, so that once this
-    transaction commits no other worker (and no redelivered broker message) sends them.
+    The re-check is the policy's set-based form, one query per campaign and channel in
+    the batch. Deliveries bound for a provider are marked ``sending`` here, so that once
+    this transaction commits no other worker (and no redelivered message) sends them.
     """
     result = DispatchResult()
-    query = (
-        sa.select(Delivery, Campaign, Topic, Customer)
-        .join(Campaign, Campaign.id == Delivery.campaign_id)
-        .join(Topic, Topic.id == Campaign.topic_id)
-        .join(Customer, Customer.id == Delivery.customer_id)
+    claim = (
+        sa.select(Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.campaign_id)
         .where(Delivery.id.in_(list(delivery_ids)), Delivery.status == "queued")
         .order_by(Delivery.id)
     )
     if session.get_bind().dialect.name == "postgresql":
         # Another worker sending the same ids holds them; skip rather than wait and resend.
-        query = query.with_for_update(of=Delivery, skip_locked=True)
+        claim = claim.with_for_update(skip_locked=True)
+    rows = session.execute(claim).all()
     outgoing: dict[str, list[tuple[uuid.UUID, uuid.UUID, str, Outgoing]]] = {}
-    for delivery, campaign, topic, customer in session.execute(query).all():
-        delivery.attempts += 1
-        delivery.updated_at = now
+    if not rows:
+        return Prepared(result, outgoing)
+    _count_attempt(session, [r.id for r in rows], now)
+
+    groups: dict[tuple[uuid.UUID, str], list[Any]] = {}
+    for row in rows:
+        groups.setdefault((row.campaign_id, row.channel), []).append(row)
+    campaigns = {
+        c.id: c
+        for c in session.scalars(
+            sa.select(Campaign).where(Campaign.id.in_({r.campaign_id for r in rows}))
+        )
+    }
+    topics = {
+        t.id: t
+        for t in session.scalars(
+            sa.select(Topic).where(Topic.id.in_({c.topic_id for c in campaigns.values()}))
+        )
+    }
+    sendable: list[tuple[Any, Campaign, Topic]] = []
+    for (campaign_id, channel), members in groups.items():
+        campaign = campaigns[campaign_id]
+        ids = [m.id for m in members]
+        customer_ids = [m.customer_id for m in members]
         if campaign.status == "paused":
-            delivery.status = "planned"  # back in line; resume sends it
-            result.requeued += 1
+            _set_status(session, ids, now, status="planned")  # back in line; resume sends it
+            result.requeued += len(ids)
             continue
         if campaign.status == "cancelled":
-            delivery.status = "cancelled"
-            contacts.release(session, customer.id, campaign.message_ref)
+            _set_status(session, ids, now, status="cancelled")
+            _release(session, campaign.message_ref, customer_ids, now)
             continue
-        decision = policy.decide(
-            session,
-            customer,
-            delivery.channel,
-            topic,
-            campaign.kind,
-            now,
-            cfg=dispatcher.cfg,
-            message_ref=campaign.message_ref,
+        topic = topics[campaign.topic_id]
+        message = policy.Message(
+            topic.id, topic.regime, campaign.kind, (channel,), campaign.message_ref
         )
-        if decision.decision == policy.SKIP:
-            delivery.status, delivery.reason = "skipped", decision.reason
-            contacts.release(session, customer.id, campaign.message_ref)
-            result.skipped += 1
-            continue
-        if decision.decision == policy.DEFER:
-            delivery.status, delivery.reason = "deferred", decision.reason
-            delivery.scheduled_at = decision.until
-            _move_reservation(session, customer.id, campaign.message_ref, decision.until)
-            result.deferred += 1
-            continue
+        candidates = sa.select(Customer.id).where(Customer.id.in_(customer_ids))
+        with policy.audience(session, message, candidates, now, cfg=dispatcher.cfg) as audience:
+            decided = audience.query.subquery("decided")
+            decisions = {
+                d.customer_id: d
+                for d in session.execute(
+                    sa.select(
+                        decided.c.customer_id, decided.c.decision, decided.c.reason, decided.c.until
+                    )
+                )
+            }
+        skipped: dict[str, list[Any]] = {}
+        for member in members:
+            decision = decisions[member.customer_id]
+            if decision.decision == policy.SKIP:
+                skipped.setdefault(decision.reason, []).append(member)
+            elif decision.decision == policy.DEFER:
+                _set_status(
+                    session,
+                    [member.id],
+                    now,
+                    status="deferred",
+                    reason=decision.reason,
+                    scheduled_at=decision.until,
+                )
+                _move_reservation(session, member.customer_id, campaign.message_ref, decision.until)
+                result.deferred += 1
+            else:
+                sendable.append((member, campaign, topic))
+        for reason, skips in skipped.items():
+            _set_status(session, [m.id for m in skips], now, status="skipped", reason=reason)
+            _release(session, campaign.message_ref, [m.customer_id for m in skips], now)
+            result.skipped += len(skips)
+
+    customers = {
+        c.id: c
+        for c in session.scalars(
+            sa.select(Customer).where(Customer.id.in_([m.customer_id for m, _c, _t in sendable]))
+        )
+    }
+    remote: list[uuid.UUID] = []
+    for member, campaign, topic in sendable:
+        delivery = _DeliveryView(member.id, member.channel)
         try:
-            message = build_message(delivery, campaign, topic, customer, dispatcher.links, now)
+            message = build_message(
+                delivery, campaign, topic, customers[member.customer_id], dispatcher.links, now
+            )
         except KeyError:
-            delivery.status, delivery.last_error = "failed", f"no {delivery.channel} content"
-            contacts.release(session, customer.id, campaign.message_ref)
+            _set_status(
+                session,
+                [member.id],
+                now,
+                status="failed",
+                last_error=f"no {member.channel} content",
+            )
+            _release(session, campaign.message_ref, [member.customer_id], now)
             result.failed += 1
             continue
-        if not dispatcher.transports[delivery.channel].in_database:
-            delivery.status = "sending"
-        outgoing.setdefault(delivery.channel, []).append(
-            (delivery.id, customer.id, campaign.message_ref, message)
+        if not dispatcher.transports[member.channel].in_database:
+            remote.append(member.id)
+        outgoing.setdefault(member.channel, []).append(
+            (member.id, member.customer_id, campaign.message_ref, message)
         )
-    session.flush()
+    if remote:
+        _set_status(session, remote, now, status="sending")
     return Prepared(result, outgoing)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DeliveryView:
+    """What rendering needs of a delivery (the row itself is never loaded as an object)."""
+
+    id: uuid.UUID
+    channel: str
+
+
+def _chunks(ids: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def _set_status(
+    session: Session, ids: Sequence[uuid.UUID], now: dt.datetime, **values: Any
+) -> None:
+    for chunk in _chunks(ids):
+        session.execute(
+            sa.update(Delivery).where(Delivery.id.in_(chunk)).values(updated_at=now, **values)
+        )
+
+
+def _count_attempt(session: Session, ids: Sequence[uuid.UUID], now: dt.datetime) -> None:
+    for chunk in _chunks(ids):
+        session.execute(
+            sa.update(Delivery)
+            .where(Delivery.id.in_(chunk))
+            .values(attempts=Delivery.attempts + 1, updated_at=now)
+        )
+
+
+def _release(
+    session: Session, message_ref: str, customer_ids: Sequence[uuid.UUID], now: dt.datetime
+) -> None:
+    """These reservations will not be sent: they stop counting toward caps."""
+    for chunk in _chunks(customer_ids):
+        session.execute(
+            sa.update(ContactLogEntry)
+            .where(
+                ContactLogEntry.message_ref == message_ref,
+                ContactLogEntry.customer_id.in_(chunk),
+                ContactLogEntry.status == "reserved",
+            )
+            .values(status="released", updated_at=now)
+        )
+
+
+def _mark_sent(
+    session: Session, message_ref: str, customer_ids: Sequence[uuid.UUID], now: dt.datetime
+) -> None:
+    for chunk in _chunks(customer_ids):
+        session.execute(
+            sa.update(ContactLogEntry)
+            .where(
+                ContactLogEntry.message_ref == message_ref,
+                ContactLogEntry.customer_id.in_(chunk),
+                ContactLogEntry.status == "reserved",
+            )
+            .values(status="sent", at=now, updated_at=now)
+        )
 
 
 def transmit(
@@ -278,36 +395,44 @@ def record(
     answers: Mapping[uuid.UUID, Sent],
     now: dt.datetime,
 ) -> DispatchResult:
-    """Write what the transports answered: sent, failed, or back in line for later."""
+    """Write what the transports answered: sent, failed, or back in line for later.
+
+    Set-based: one UPDATE per kind of answer (a provider call answers with one message
+    id for its whole batch), not one per delivery.
+    """
     result = prepared.result
+    sent: dict[tuple[str, str | None], list[tuple[uuid.UUID, uuid.UUID]]] = {}
+    failed: dict[tuple[str, str | None], list[tuple[uuid.UUID, uuid.UUID]]] = {}
     for batch in prepared.outgoing.values():
         for delivery_id, customer_id, message_ref, _message in batch:
             answer = answers.get(delivery_id)
             if answer is None:
                 continue
-            values: dict = {"updated_at": now}
+            pair = (delivery_id, customer_id)
             if answer.ok:
-                values |= {
-                    "status": "sent",
-                    "sent_at": now,
-                    "provider_message_id": answer.provider_message_id,
-                }
-                contacts.mark_sent(session, customer_id, message_ref, now)
-                result.sent += 1
+                sent.setdefault((message_ref, answer.provider_message_id), []).append(pair)
             elif answer.retry_after is not None:
                 later = now + dt.timedelta(seconds=answer.retry_after)
-                values |= {"status": "planned", "scheduled_at": later}
+                _set_status(session, [delivery_id], now, status="planned", scheduled_at=later)
                 _move_reservation(session, customer_id, message_ref, later)
                 result.requeued += 1
             else:
-                values |= {"status": "failed", "last_error": answer.error}
-                contacts.release(session, customer_id, message_ref)
-                result.failed += 1
-            session.execute(
-                sa.update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.status.in_(("queued", "sending")))
-                .values(**values)
-            )
+                failed.setdefault((message_ref, answer.error), []).append(pair)
+    for (message_ref, provider_id), pairs in sent.items():
+        _set_status(
+            session,
+            [d for d, _c in pairs],
+            now,
+            status="sent",
+            sent_at=now,
+            provider_message_id=provider_id,
+        )
+        _mark_sent(session, message_ref, [c for _d, c in pairs], now)
+        result.sent += len(pairs)
+    for (message_ref, error), pairs in failed.items():
+        _set_status(session, [d for d, _c in pairs], now, status="failed", last_error=error)
+        _release(session, message_ref, [c for _d, c in pairs], now)
+        result.failed += len(pairs)
     return result
 
 
