@@ -43,6 +43,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
 from .consent_settings import ConsentSettings
@@ -645,9 +646,15 @@ class Audience:
     (now, or the next window opening).
     """
 
-    def __init__(self, query: sa.Select, windows: sa.Table) -> None:
+    def __init__(self, query: sa.Select, windows: sa.FromClause) -> None:
         self.query = query
         self.windows = windows
+
+
+# PostgreSQL settings for the audience statement (restored when the block ends): its
+# expression is large enough that JIT compilation costs more than running it, and its
+# hash joins and aggregation over a million customers need more than the default 4 MB.
+_POSTGRES_SETTINGS = {"jit": "off", "work_mem": "64MB"}
 
 
 @contextlib.contextmanager
@@ -662,97 +669,169 @@ def audience(
     """Decisions for every customer id selected by ``candidates``, computed in SQL.
 
     Time-zone arithmetic (the only part SQL engines disagree on) is done in Python
-    once per distinct (timezone, contact hours) and joined in through a temporary
-    table, with the same :func:`contact_window` the per-customer form uses.
+    once per distinct (timezone, contact hours) and joined in as a small table of
+    constants, with the same :func:`contact_window` the per-customer form uses; so is
+    each stored channel order's effective order for this message.
     """
     rules = _active_rules(session)
     periods = _periods(rules)
-    candidate_ids = candidates.subquery("candidates")
-    cid = candidate_ids.c[0]
-
-    windows = _create_windows_table(session, periods)
+    cid = candidates.subquery("candidates").c[0]
+    constants = _Constants(session)
     try:
-        _fill_windows(session, windows, cid, at, periods, cfg)
-        yield Audience(_audience_query(message, cid, windows, rules, at, cfg), windows)
+        with _postgres_settings(session, constants.postgres):
+            windows = constants.table(
+                "windows", _window_columns(periods), _window_rows(session, at, periods, cfg)
+            )
+            orders = constants.table("orders", _order_columns(message), _order_rows(message, cfg))
+            query = _audience_query(
+                message, cid, windows, orders, rules, at, cfg, constants.postgres
+            )
+            yield Audience(query, windows)
     finally:
-        windows.drop(session.connection())
+        constants.drop()
 
 
-def _create_windows_table(session: Session, periods: Sequence[int]) -> sa.Table:
-    name = f"policy_windows_{uuid.uuid4().hex[:10]}"
-    columns = [
-        sa.Column("timezone", sa.String(64), primary_key=True),
-        sa.Column("start", sa.Integer, primary_key=True),
-        sa.Column("end", sa.Integer, primary_key=True),
-        sa.Column("open_now", sa.Boolean, nullable=False),
-        sa.Column("next_open", _utc(), nullable=True),
-        sa.Column("contact_at", _utc(), nullable=False),
-    ]
-    for days in periods:
-        columns.append(sa.Column(f"lo_{days}", _utc(), nullable=False))
-        columns.append(sa.Column(f"hi_{days}", _utc(), nullable=False))
-    table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
-    table.create(session.connection())
-    return table
+@contextlib.contextmanager
+def _postgres_settings(session: Session, postgres: bool) -> Iterator[None]:
+    if not postgres:
+        yield
+        return
+    saved = {
+        name: session.scalar(sa.select(sa.func.current_setting(name)))
+        for name in _POSTGRES_SETTINGS
+    }
+    for name, value in _POSTGRES_SETTINGS.items():
+        session.execute(sa.select(sa.func.set_config(name, value, True)))
+    yield
+    for name, value in saved.items():
+        session.execute(sa.select(sa.func.set_config(name, value, True)))
 
 
-def _utc() -> sa.types.TypeEngine:
-    from .models.base import UTCDateTime
+class _Constants:
+    """Small tables of constants for the audience query.
 
-    return UTCDateTime()
+    On PostgreSQL they are arrays unnested in the query itself: parallel workers may
+    read them, which they may not do with a temporary table; elsewhere they are
+    temporary tables, dropped by :meth:`drop`.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+        self.created: list[sa.Table] = []
+
+    def table(
+        self, name: str, columns: Sequence[sa.Column[Any]], rows: Sequence[dict[str, Any]]
+    ) -> sa.FromClause:
+        if self.postgres:
+            arrays = [
+                sa.cast(
+                    sa.bindparam(
+                        f"{name}_{c.name}", [r[c.name] for r in rows], type_=ARRAY(c.type)
+                    ),
+                    ARRAY(c.type),
+                )
+                for c in columns
+            ]
+            return (
+                sa.func.unnest(*arrays)
+                .table_valued(*(sa.column(c.name, c.type) for c in columns))
+                .render_derived(name=name)
+            )
+        table = sa.Table(
+            f"policy_{name}_{uuid.uuid4().hex[:10]}",
+            sa.MetaData(),
+            *columns,
+            prefixes=["TEMPORARY"],
+        )
+        connection = self.session.connection()
+        table.create(connection)
+        self.created.append(table)
+        for i in range(0, len(rows), 500):
+            connection.execute(table.insert(), rows[i : i + 500])
+        return table
+
+    def drop(self) -> None:
+        for table in self.created:
+            table.drop(self.session.connection())
 
 
 _NO_HOURS = -1  # stands for NULL contact hours in the windows table's key
 
 
-def _fill_windows(
-    session: Session,
-    windows: sa.Table,
-    cid: sa.ColumnElement,
-    at: dt.datetime,
-    periods: Sequence[int],
-    cfg: ConsentSettings,
-) -> None:
-    distinct = session.execute(
-        sa.select(
-            Customer.timezone,
-            sa.func.coalesce(ContactPreference.contact_start, _NO_HOURS),
-            sa.func.coalesce(ContactPreference.contact_end, _NO_HOURS),
-        )
-        .select_from(Customer)
-        .join(cid.table, cid == Customer.id)
-        .outerjoin(ContactPreference, ContactPreference.customer_id == Customer.id)
-        .distinct()
+def _window_columns(periods: Sequence[int]) -> list[sa.Column[Any]]:
+    columns = [
+        sa.Column("timezone", sa.String(64), primary_key=True),
+        sa.Column("start", sa.Integer, primary_key=True),
+        sa.Column("end", sa.Integer, primary_key=True),
+        sa.Column("open_now", sa.Boolean, nullable=False),
+        sa.Column("next_open", UTCDateTime(), nullable=True),
+        sa.Column("contact_at", UTCDateTime(), nullable=False),
+    ]
+    for days in periods:
+        columns.append(sa.Column(f"lo_{days}", UTCDateTime(), nullable=False))
+        columns.append(sa.Column(f"hi_{days}", UTCDateTime(), nullable=False))
+    return columns
+
+
+def _window_rows(
+    session: Session, at: dt.datetime, periods: Sequence[int], cfg: ConsentSettings
+) -> list[dict[str, Any]]:
+    """One row per time zone in use x contact hours in use (a superset of the pairs).
+
+    Two small scans, whatever the audience: the pairs themselves would need the
+    customers joined to their preferences, which costs more than the audience query.
+    """
+    zones = session.scalars(sa.select(Customer.timezone).distinct()).all()
+    hours = session.execute(
+        sa.select(ContactPreference.contact_start, ContactPreference.contact_end).distinct()
     ).all()
+    pairs = {(_NO_HOURS, _NO_HOURS)} | {
+        (_NO_HOURS if s is None else s, _NO_HOURS if e is None else e) for s, e in hours
+    }
     rows = []
-    for timezone, start, end in distinct:
-        window = contact_window(
-            timezone,
-            None if start == _NO_HOURS else start,
-            None if end == _NO_HOURS else end,
-            at,
-            cfg,
-        )
-        contact_at = window.contact_at(at)
-        row = {
-            "timezone": timezone,
-            "start": start,
-            "end": end,
-            "open_now": window.open_now,
-            "next_open": window.next_open,
-            "contact_at": contact_at,
-        }
-        for days in periods:
-            row[f"lo_{days}"] = contact_at - dt.timedelta(days=days)
-            row[f"hi_{days}"] = contact_at + dt.timedelta(days=days)
-        rows.append(row)
-    for batch in _chunks(rows):
-        session.execute(windows.insert(), batch)
+    for timezone in zones:
+        for start, end in sorted(pairs):
+            window = contact_window(
+                timezone,
+                None if start == _NO_HOURS else start,
+                None if end == _NO_HOURS else end,
+                at,
+                cfg,
+            )
+            contact_at = window.contact_at(at)
+            row = {
+                "timezone": timezone,
+                "start": start,
+                "end": end,
+                "open_now": window.open_now,
+                "next_open": window.next_open,
+                "contact_at": contact_at,
+            }
+            for days in periods:
+                row[f"lo_{days}"] = contact_at - dt.timedelta(days=days)
+                row[f"hi_{days}"] = contact_at + dt.timedelta(days=days)
+            rows.append(row)
+    return rows
 
 
-def _chunks(rows: list[dict[str, Any]], size: int = 500) -> Iterator[list[dict[str, Any]]]:
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
+def _order_columns(message: Message) -> list[sa.Column[Any]]:
+    return [
+        sa.Column("channel_order", sa.String(40), primary_key=True),
+        *(sa.Column(f"o_{i}", sa.String(8), nullable=False) for i in range(len(message.channels))),
+    ]
+
+
+def _order_rows(message: Message, cfg: ConsentSettings) -> list[dict[str, Any]]:
+    """Each stored channel order whose effective order is not the default one."""
+    default = effective_order((), message.channels, cfg)
+    rows = []
+    for order in _ALL_ORDERS:
+        effective = effective_order(order, message.channels, cfg)
+        if effective != default:
+            row = {f"o_{i}": channel for i, channel in enumerate(effective)}
+            rows.append({"channel_order": ",".join(order), **row})
+    return rows
 
 
 def _suppressed_expr(channel: str, message: Message) -> sa.ColumnElement[bool]:
@@ -775,13 +854,27 @@ def _no_address_expr(channel: str) -> sa.ColumnElement[bool]:
     )
 
 
+def _fenced(select: sa.Select, name: str, postgres: bool) -> sa.Subquery:
+    """A stage whose columns are computed once per row, however often the next one uses them.
+
+    PostgreSQL would otherwise inline the stage's expressions into every reference.
+    A volatile column keeps it from doing so and, unlike ``OFFSET 0`` or a
+    materialized CTE, leaves the plan free to run in parallel workers.
+    """
+    if postgres:
+        select = select.add_columns(sa.func.clock_timestamp().label("fence"))
+    return select.subquery(name)
+
+
 def _audience_query(
     message: Message,
     cid: sa.ColumnElement,
-    windows: sa.Table,
-    rules: Sequence[PressureRule],
+    windows: sa.FromClause,
+    orders: sa.FromClause,
+    rules: Sequence[_Rule],
     at: dt.datetime,
     cfg: ConsentSettings,
+    postgres: bool,
 ) -> sa.Select:
     marketing = message.kind == "marketing"
     pref = ContactPreference
@@ -793,11 +886,8 @@ def _audience_query(
     subscription = aliased(TopicSubscription, name="subscription")
     consents = {ch: aliased(ChannelConsent, name=f"consent_{ch}") for ch in message.channels}
 
-    counts = None
-    if marketing:
-        counts = _counts_subquery(message, cid, windows, window_join, rules)
-
-    def reason_for(channel: str) -> sa.ColumnElement[str | None]:
+    def early_reason(channel: str) -> sa.ColumnElement[str | None]:
+        """Rules 1-5: the reason, or NULL when the caps and the quiet hours decide."""
         consent = consents[channel]
         whens: list[tuple[sa.ColumnElement[bool], str]] = [
             (Customer.erased_at.is_not(None), "erased"),
@@ -824,12 +914,9 @@ def _audience_query(
         else:
             whens.append((subscription_status == "unsubscribed", "topic_unsubscribed"))
         if marketing:
-            assert counts is not None
             whens.append(
                 (sa.and_(pref.paused_until.is_not(None), pref.paused_until > at), "paused")
             )
-            whens.append((_cap_exceeded(channel, counts, subscription, rules), "frequency_cap"))
-        whens.append((sa.not_(windows.c.open_now), QUIET_HOURS))
         return sa.case(*whens, else_=sa.null())
 
     from_ = (
@@ -837,7 +924,10 @@ def _audience_query(
         .select_from(Customer)
         .join(cid.table, cid == Customer.id)
         .outerjoin(pref, pref.customer_id == Customer.id)
-        .join(windows, window_join)
+        # Every customer has exactly one window row; an outer join keeps the planner's
+        # row estimate (an inner join on three expressions is guessed at a few rows).
+        .outerjoin(windows, window_join)
+        .outerjoin(orders, orders.c.channel_order == sa.func.coalesce(pref.channel_order, ""))
         .outerjoin(
             subscription,
             sa.and_(
@@ -849,27 +939,68 @@ def _audience_query(
         from_ = from_.outerjoin(
             consent, sa.and_(consent.customer_id == Customer.id, consent.channel == channel)
         )
-    if counts is not None:
-        from_ = from_.outerjoin(counts, counts.c.customer_id == Customer.id)
 
-    per_channel = from_.with_only_columns(
-        Customer.id.label("customer_id"),
-        sa.func.coalesce(pref.channel_order, "").label("channel_order"),
-        windows.c.next_open.label("next_open"),
-        windows.c.contact_at.label("contact_at"),
-        *(reason_for(ch).label(f"r_{ch}") for ch in message.channels),
-    ).subquery("per_channel")
+    # The message's channels in the customer's order: from the orders table, or the
+    # default order (no row: the default order, or a stored order that is not valid).
+    default = effective_order((), message.channels, cfg)
+    positions = [
+        sa.func.coalesce(orders.c[f"o_{i}"], channel).label(f"o_{i}")
+        for i, channel in enumerate(default)
+    ]
+    # One narrow row per customer: the wide customer rows stay in this stage.
+    early = _fenced(
+        from_.with_only_columns(
+            Customer.id.label("customer_id"),
+            windows.c.open_now.label("open_now"),
+            windows.c.next_open.label("next_open"),
+            windows.c.contact_at.label("contact_at"),
+            sa.func.coalesce(pref.frequency, "any").label("frequency"),
+            sa.func.coalesce(subscription.frequency, "any").label("topic_frequency"),
+            *positions,
+            *(early_reason(ch).label(f"e_{ch}") for ch in message.channels),
+        ),
+        "early",
+        postgres,
+    )
 
-    return _choose_channel(per_channel, message, cfg)
+    counts = None
+    query = sa.select(early.c.customer_id).select_from(early)
+    if marketing:
+        counts = _counts_subquery(message, cid, windows, window_join, rules, at, postgres)
+        query = query.outerjoin(counts, counts.c.customer_id == early.c.customer_id)
+
+    def reason_for(channel: str) -> sa.ColumnElement[str | None]:
+        whens: list[tuple[sa.ColumnElement[bool], Any]] = [
+            (early.c[f"e_{channel}"].is_not(None), early.c[f"e_{channel}"])
+        ]
+        if counts is not None:
+            whens.append((_cap_exceeded(channel, counts, early, rules), "frequency_cap"))
+        whens.append((sa.not_(early.c.open_now), QUIET_HOURS))
+        return sa.case(*whens, else_=sa.null())
+
+    per_channel = _fenced(
+        query.with_only_columns(
+            early.c.customer_id,
+            early.c.next_open,
+            early.c.contact_at,
+            *(early.c[f"o_{i}"] for i in range(len(default))),
+            *(reason_for(ch).label(f"r_{ch}") for ch in message.channels),
+        ),
+        "per_channel",
+        postgres,
+    )
+    return _choose_channel(per_channel, message, postgres)
 
 
 def _counts_subquery(
     message: Message,
     cid: sa.ColumnElement,
-    windows: sa.Table,
+    windows: sa.FromClause,
     window_join: sa.ColumnElement[bool],
-    rules: Sequence[PressureRule],
-) -> sa.Subquery:
+    rules: Sequence[_Rule],
+    at: dt.datetime,
+    postgres: bool,
+) -> sa.CTE:
     """Per customer: messages sent or reserved around their contact time, per cap."""
     log = ContactLogEntry
 
@@ -889,38 +1020,37 @@ def _counts_subquery(
         conditions = [log.channel == rule.channel] if rule.channel else []
         columns.append(within(rule.period_days, *conditions).label(f"rule_{i}"))
 
-    widest = max(30, *(r.period_days for r in rules)) if rules else 30
+    widest = dt.timedelta(days=max(30, *(r.period_days for r in rules)) if rules else 30)
     query = (
         sa.select(*columns)
         .select_from(log)
         .join(cid.table, cid == log.customer_id)
         .join(Customer, Customer.id == log.customer_id)
         .outerjoin(ContactPreference, ContactPreference.customer_id == log.customer_id)
-        .join(windows, window_join)
+        .outerjoin(windows, window_join)
         .where(
             log.kind == "marketing",
             log.status.in_(COUNTED_STATUSES),
-            log.at > windows.c[f"lo_{widest}"],
-            log.at < windows.c[f"hi_{widest}"],
+            # Constant bounds holding every customer's (a contact time is at most a day
+            # and a DST hour after the instant), so the windows join can stay outer.
+            log.at > sa.literal(at - widest, UTCDateTime()),
+            log.at < sa.literal(at + widest + dt.timedelta(days=2), UTCDateTime()),
         )
         .group_by(log.customer_id)
     )
     if message.message_ref is not None:
         query = query.where(log.message_ref != message.message_ref)
-    return query.subquery("contact_counts")
+    counts = query.cte("contact_counts")
+    return counts.prefix_with("MATERIALIZED") if postgres else counts
 
 
 def _cap_exceeded(
-    channel: str,
-    counts: sa.Subquery,
-    subscription: Any,
-    rules: Sequence[PressureRule],
+    channel: str, counts: sa.CTE, early: sa.Subquery, rules: Sequence[_Rule]
 ) -> sa.ColumnElement[bool]:
     def n(column: str) -> sa.ColumnElement[int]:
         return sa.func.coalesce(counts.c[column], 0)
 
-    frequency = sa.func.coalesce(ContactPreference.frequency, "any")
-    topic_frequency = sa.func.coalesce(subscription.frequency, "any")
+    frequency, topic_frequency = early.c.frequency, early.c.topic_frequency
     conditions = [
         sa.and_(frequency == "weekly", n("all_7") >= 1),
         sa.and_(frequency == "monthly", n("all_30") >= 1),
@@ -933,55 +1063,42 @@ def _cap_exceeded(
     return sa.or_(*conditions)
 
 
-def _choose_channel(per_channel: sa.Subquery, message: Message, cfg: ConsentSettings) -> sa.Select:
+def _choose_channel(per_channel: sa.Subquery, message: Message, postgres: bool) -> sa.Select:
     """Pick each customer's channel: first in their order that sends or defers."""
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for order in _ALL_ORDERS:
-        groups.setdefault(effective_order(order, message.channels, cfg), []).append(",".join(order))
+    n = len(message.channels)
 
-    def passes(channel: str) -> sa.ColumnElement[bool]:
-        reason = per_channel.c[f"r_{channel}"]
-        return sa.or_(reason.is_(None), reason == QUIET_HOURS)
-
-    def pick(order: tuple[str, ...]) -> sa.ColumnElement[str]:
-        return sa.case(*((passes(ch), ch) for ch in order), else_=sa.null())
-
-    default = effective_order((), message.channels, cfg)
-    key = per_channel.c.channel_order
-    others = [(order, keys) for order, keys in groups.items() if order != default]
-    chosen: sa.ColumnElement[str | None] = pick(default)
-    first: sa.ColumnElement[str] = sa.literal(default[0])
-    if others:
-        chosen = sa.case(*((key.in_(keys), pick(order)) for order, keys in others), else_=chosen)
-        first = sa.case(*((key.in_(keys), order[0]) for order, keys in others), else_=first)
-    staged = sa.select(
-        per_channel.c.customer_id,
-        per_channel.c.next_open,
-        per_channel.c.contact_at,
-        chosen.label("chosen"),
-        first.label("first"),
-        *(per_channel.c[f"r_{ch}"] for ch in message.channels),
-    ).subquery("staged")
-
-    def reason_of(channel_column: sa.ColumnElement[str]) -> sa.ColumnElement[str | None]:
+    def reason_at(i: int) -> sa.ColumnElement[str | None]:
+        position = per_channel.c[f"o_{i}"]
         return sa.case(
-            *((channel_column == ch, staged.c[f"r_{ch}"]) for ch in message.channels),
+            *((position == ch, per_channel.c[f"r_{ch}"]) for ch in message.channels),
             else_=sa.null(),
         )
 
-    chosen_reason = reason_of(staged.c.chosen)
-    channel = sa.func.coalesce(staged.c.chosen, staged.c.first)
-    decision = sa.case(
-        (staged.c.chosen.is_(None), SKIP),
-        (chosen_reason == QUIET_HOURS, DEFER),
-        else_=SEND,
+    # The reason of the channel at each position of the customer's order.
+    staged = _fenced(
+        sa.select(
+            per_channel.c.customer_id,
+            per_channel.c.next_open,
+            per_channel.c.contact_at,
+            *(per_channel.c[f"o_{i}"] for i in range(n)),
+            *(reason_at(i).label(f"p_{i}") for i in range(n)),
+        ),
+        "staged",
+        postgres,
     )
-    reason = sa.case(
-        (staged.c.chosen.is_(None), reason_of(staged.c.first)),
-        else_=chosen_reason,
+
+    def passes(i: int) -> sa.ColumnElement[bool]:
+        reason = staged.c[f"p_{i}"]
+        return sa.or_(reason.is_(None), reason == QUIET_HOURS)
+
+    # The first position that passes; when none does, the first position's skip.
+    channel = sa.case(*((passes(i), staged.c[f"o_{i}"]) for i in range(n)), else_=staged.c.o_0)
+    reason = sa.case(*((passes(i), staged.c[f"p_{i}"]) for i in range(n)), else_=staged.c.p_0)
+    decision = sa.case((reason.is_(None), SEND), (reason == QUIET_HOURS, DEFER), else_=SKIP)
+    until = sa.case((reason == QUIET_HOURS, staged.c.next_open), else_=sa.null())
+    contact_at = sa.case(
+        (sa.or_(reason.is_(None), reason == QUIET_HOURS), staged.c.contact_at), else_=sa.null()
     )
-    until = sa.case((chosen_reason == QUIET_HOURS, staged.c.next_open), else_=sa.null())
-    contact_at = sa.case((staged.c.chosen.is_not(None), staged.c.contact_at), else_=sa.null())
     return sa.select(
         staged.c.customer_id.label("customer_id"),
         channel.label("channel"),
