@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import InvalidField, InvalidInput
+from ..explanations import CHANNEL_NAMES
 from ..i18n import _
 
 MESSAGES = {
@@ -70,11 +71,48 @@ def field_label(field: str, t: Callable[..., str]) -> str:
     return t(FIELD_NAMES.get(head, FIELD_NAMES["channel"]))
 
 
-def messages(error: InvalidInput, t: Callable[..., str]) -> list[str]:
-    """One sentence per rejected field: "Phone number: this is not a valid phone number."."""
-    return [_sentence(e, t) for e in error.errors]
+WITH_VALUE = _("${field} — “${value}”: ${reason}")
+# Longer values are cut (a pasted paragraph must not fill the error box).
+MAX_SHOWN = 60
+# Values that mean nothing to the customer (an account id).
+HIDDEN_VALUES = ("customer",)
 
 
-def _sentence(error: InvalidField, t: Callable[..., str]) -> str:
-    message = MESSAGES.get(error.code or "", GENERIC)
-    return f"{field_label(error.field, t)} — {t(message)}"
+def messages(
+    error: InvalidInput, t: Callable[..., str], shown: Mapping[str, str] | None = None
+) -> list[str]:
+    """One sentence per rejected field, naming the value that was refused:
+    "Phone number — “12”: This is not a valid phone number…".
+
+    ``shown`` replaces a field's value by what the customer typed, when the service saw
+    it in another form (minutes for contact hours, a UTC time for a pause).
+    """
+    return [_sentence(e, t, (shown or {}).get(e.field)) for e in error.errors]
+
+
+def shown_value(error: InvalidField, t: Callable[..., str]) -> str | None:
+    """The rejected value as the customer would recognise it, or None to name none."""
+    value = error.value
+    if error.field.split(".")[0] in HIDDEN_VALUES or value is None:
+        return None
+    if isinstance(value, Mapping | bool):
+        return None
+    if error.field == "channel_order" and isinstance(value, str):
+        value = ", ".join(
+            t(CHANNEL_NAMES[c]) if c in CHANNEL_NAMES else c for c in value.split(",")
+        )
+    if isinstance(value, list | tuple):
+        value = ", ".join(str(v) for v in value)
+    text = " ".join(str(value).split())
+    if not text:
+        return None
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def _sentence(error: InvalidField, t: Callable[..., str], typed: str | None) -> str:
+    message = t(MESSAGES.get(error.code or "", GENERIC))
+    field = field_label(error.field, t)
+    value = typed.strip() if typed is not None and typed.strip() else shown_value(error, t)
+    if value is None:
+        return f"{field} — {message}"
+    return t(WITH_VALUE, field=field, value=value, reason=message)

@@ -28,6 +28,9 @@ def _page(request: Any, customer: Customer, errors: list[str], **extra: Any) -> 
         "hours": f"{format_minute(hours.start)}-{format_minute(hours.end)}",
         "phone": request.POST.get("phone", customer.phone or ""),
         "note": request.POST.get("note", ""),
+        # After an error the day and slot chosen stay chosen.
+        "chosen_day": request.POST.get("day", ""),
+        "chosen_slot": request.POST.get("slot", ""),
         "done": None,
         **extra,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pyramid.httpexceptions import HTTPSeeOther
@@ -12,7 +13,7 @@ from ..config import PortalSettings
 from ..errors import messages
 from ..rendering import translator
 
-__all__ = ["back_to", "portal_settings", "rejected", "utcnow"]
+__all__ = ["back_to", "portal_settings", "rejected", "submitted", "utcnow"]
 
 
 def portal_settings(request: Any) -> PortalSettings:
@@ -27,8 +28,19 @@ def back_to(request: Any, route: str, flash: str | None = None, **mapping: Any) 
     return HTTPSeeOther(request.route_url(route))
 
 
-def rejected(request: Any, error: InvalidInput) -> list[str]:
-    """The messages for a rejected form; the transaction is doomed so nothing is kept."""
+def rejected(
+    request: Any, error: InvalidInput, shown: Mapping[str, str] | None = None
+) -> list[str]:
+    """The messages for a rejected form; the transaction is doomed so nothing is kept.
+
+    ``shown``: what the customer typed for a field, to name in the message instead of the
+    value the service saw.
+    """
     request.tm.doom()
     request.response.status_int = 400
-    return messages(error, translator(request))
+    return messages(error, translator(request), shown)
+
+
+def submitted(request: Any) -> dict[str, str]:
+    """What the customer submitted, to fill the form again after an error."""
+    return {k: v for k, v in request.POST.items() if k != "csrf_token"}

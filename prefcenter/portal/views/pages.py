@@ -20,7 +20,7 @@ from ..auth import actor_for, require_customer
 from ..courier import PortalMessage
 from ..rendering import translator
 from ..summary import active_topics, channel_states, outlook, receives_topic, subscription_status
-from .common import back_to, portal_settings, rejected, utcnow
+from .common import back_to, portal_settings, rejected, submitted, utcnow
 
 TEMPLATES = "prefcenter.portal:templates/"
 CONSENT_NOTICE = _("Yes, I agree to receive marketing messages by ${channel}.")
@@ -52,9 +52,16 @@ def home(request: Any) -> dict[str, Any]:
     }
 
 
-def _channels_page(request: Any, customer: Customer, errors: list[str]) -> dict[str, Any]:
+def _channels_page(
+    request: Any,
+    customer: Customer,
+    errors: list[str],
+    typed: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The channels page; ``typed`` (by address kind) refills a form after an error."""
     states = channel_states(customer, portal_settings(request).consent)
     return {
+        "typed": typed or {},
         "channels": states,
         "states": {state.channel: state for state in states},
         "errors": errors,
@@ -129,7 +136,9 @@ def change_address(request: Any) -> Any:
             now=utcnow(),
         )
     except InvalidInput as error:
-        return _channels_page(request, customer, rejected(request, error))
+        return _channels_page(
+            request, customer, rejected(request, error), typed={kind: submitted(request)}
+        )
     for challenge in change.challenges:
         _send_challenge(request, customer, challenge)
     channels_sent = {c.channel for c in change.challenges}

@@ -18,14 +18,18 @@ from ..auth import actor_for, require_customer
 from ..forms import PAUSE_MONTHS, minute_of, pause_until
 from ..rendering import zone_of
 from ..summary import active_topics, receives_topic, topic_frequency
-from .common import back_to, portal_settings, rejected, utcnow
+from .common import back_to, portal_settings, rejected, submitted, utcnow
 
 TEMPLATES = "prefcenter.portal:templates/"
 PAGE = TEMPLATES + "frequency.html"
 TOPIC_FIELD = "topic."
 
 
-def _page(request: Any, customer: Customer, errors: list[str]) -> dict[str, Any]:
+def _page(
+    request: Any, customer: Customer, errors: list[str], typed: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The page; after an error ``typed`` (the submitted fields) refills the form."""
+    typed = typed or {}
     settings = portal_settings(request).consent
     locale = request.localizer.locale_name
     preference = customer.preference
@@ -41,20 +45,29 @@ def _page(request: Any, customer: Customer, errors: list[str]) -> dict[str, Any]
     )
     order = list(preference.channels) if preference and preference.channels else []
     order += [c for c in settings.default_channel_order if c not in order]
+    order_fields = [f"order{n}" for n in range(1, len(CHANNELS) + 1)]
+    if any(name in typed for name in order_fields):
+        order = [typed.get(name, "") for name in order_fields]
     return {
         "errors": errors,
         "frequencies": FREQUENCIES,
-        "frequency": preference.frequency if preference else "any",
+        "frequency": typed.get("frequency", preference.frequency if preference else "any"),
         "topics": [
-            {"key": t.key, "name": t.name(locale), "frequency": topic_frequency(customer, t) or ""}
+            {
+                "key": t.key,
+                "name": t.name(locale),
+                "frequency": typed.get(TOPIC_FIELD + t.key, topic_frequency(customer, t) or ""),
+            }
             for t in active_topics(request.dbsession)
             if t.kind == "marketing" and receives_topic(customer, t)
         ],
         "paused_until": preference.paused_until if preference else None,
         "pause_months": PAUSE_MONTHS,
-        "start": f"{start // 60:02d}:{start % 60:02d}",
-        "end": f"{end // 60 % 24:02d}:{end % 60:02d}",
-        "timezone": customer.timezone,
+        "pause_length": typed.get("length", str(PAUSE_MONTHS[0])),
+        "pause_date": typed.get("until", ""),
+        "start": typed.get("start", f"{start // 60:02d}:{start % 60:02d}"),
+        "end": typed.get("end", f"{end // 60 % 24:02d}:{end % 60:02d}"),
+        "timezone": typed.get("timezone", customer.timezone),
         "timezones": sorted(zoneinfo.available_timezones()),
         "order": order,
         "channel_names": CHANNELS,
@@ -86,7 +99,7 @@ def change_frequency(request: Any) -> Any:
                 request.dbsession, customer, topic, value or None, actor, now=now
             )
     except InvalidInput as error:
-        return _page(request, customer, rejected(request, error))
+        return _page(request, customer, rejected(request, error), submitted(request))
     return back_to(request, "portal_frequency", _("How often we write to you is saved."))
 
 
@@ -94,16 +107,14 @@ def change_frequency(request: Any) -> Any:
 def pause(request: Any) -> Any:
     customer = require_customer(request)
     now = utcnow()
+    length, date_text = request.POST.get("length", ""), request.POST.get("until", "")
     try:
-        until = pause_until(
-            request.POST.get("length", ""),
-            request.POST.get("until", ""),
-            now=now,
-            zone=zone_of(request),
-        )
+        until = pause_until(length, date_text, now=now, zone=zone_of(request))
         preferences.pause(request.dbsession, customer, until, actor_for(request, customer), now=now)
     except InvalidInput as error:
-        return _page(request, customer, rejected(request, error))
+        # The service sees a UTC time; the customer typed a date.
+        shown = {"paused_until": date_text} if length == "date" else None
+        return _page(request, customer, rejected(request, error, shown), submitted(request))
     return back_to(request, "portal_frequency", _("Marketing messages are paused."))
 
 
@@ -119,15 +130,18 @@ def change_hours(request: Any) -> Any:
     customer = require_customer(request)
     actor = actor_for(request, customer)
     now = utcnow()
+    start_text, end_text = request.POST.get("start", ""), request.POST.get("end", "")
     try:
-        start = minute_of(request.POST.get("start", ""), "contact_hours")
-        end = minute_of(request.POST.get("end", ""), "contact_hours", end=True)
+        start = minute_of(start_text, "contact_hours")
+        end = minute_of(end_text, "contact_hours", end=True)
         preferences.set_timezone(
             request.dbsession, customer, request.POST.get("timezone", ""), actor, now=now
         )
         preferences.set_contact_hours(request.dbsession, customer, start, end, actor, now=now)
     except InvalidInput as error:
-        return _page(request, customer, rejected(request, error))
+        # The service sees minutes after midnight; the customer typed times.
+        shown = {"contact_hours": f"{start_text.strip()} - {end_text.strip()}"}
+        return _page(request, customer, rejected(request, error, shown), submitted(request))
     return back_to(request, "portal_frequency", _("Your contact hours are saved."))
 
 
@@ -140,5 +154,5 @@ def change_order(request: Any) -> Any:
             request.dbsession, customer, order, actor_for(request, customer), now=utcnow()
         )
     except InvalidInput as error:
-        return _page(request, customer, rejected(request, error))
+        return _page(request, customer, rejected(request, error), submitted(request))
     return back_to(request, "portal_frequency", _("Your channel order is saved."))

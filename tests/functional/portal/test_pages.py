@@ -362,8 +362,33 @@ def test_invalid_address_changes_nothing(portal, dbsession, camille, kind, field
     form[field] = value
     answer = form.submit(status=400)
     assert message in answer.html.select_one(".errors").text
+    assert f"« {value} »" in answer.html.select_one(".errors").text
     assert fresh(dbsession, camille).email == "camille@example.com"
     assert fresh(dbsession, camille).phone == "+33612345678"
+    assert ledger(dbsession, camille) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [("email", "email", "camille@@example"), ("phone", "phone", "06 12")],
+)
+def test_a_refused_address_stays_in_the_form_and_is_named(
+    portal, dbsession, camille, kind, field, value
+):
+    log_in(portal, camille, lang="en")
+    form = _address_form(portal.get("/portal/channels"), kind)
+    form[field] = value
+    if kind == "email":
+        form["consent"] = True
+    page = form.submit(status=400)
+    assert f"“{value}”" in page.html.select_one(".errors").text
+    again = _address_form(page, kind)
+    assert again[field].value == value
+    if kind == "email":
+        assert again["consent"].checked
+    # The other forms still show what is stored.
+    other = "phone" if kind == "email" else "email"
+    assert _address_form(page, other)[other].value == getattr(camille, other)
     assert ledger(dbsession, camille) == []
 
 
@@ -376,8 +401,7 @@ def test_postal_address_requires_city_in_english(portal, dbsession, camille):
     answer = form.submit(status=400)
     assert "Postal address — This field is required." in answer.text
     form = next(f for f in answer.forms.values() if f.action.endswith("/address/postal"))
-    form["line1"] = "3 rue Lepic"
-    form["postal_code"] = "75018"
+    assert (form["line1"].value, form["postal_code"].value) == ("3 rue Lepic", "75018")
     form["city"] = "Paris"
     form.submit(status=303)
     assert fresh(dbsession, camille).city == "Paris"
@@ -541,6 +565,79 @@ def test_bad_hours_or_timezone_change_nothing(portal, dbsession, camille):
         status=400,
     )
     assert ledger(dbsession, camille) == []
+
+
+def test_refused_hours_stay_in_the_form_and_are_named(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    form = _form(portal.get("/portal/frequency"), "/portal/hours")
+    form["start"] = "21:00"
+    form["end"] = "21:00"
+    form["timezone"] = "America/Montreal"
+    page = form.submit(status=400)
+    assert "Contact hours — “21:00 - 21:00”: The start and end times must differ." in page.text
+    again = _form(page, "/portal/hours")
+    assert (again["start"].value, again["end"].value) == ("21:00", "21:00")
+    assert again["timezone"].value == "America/Montreal"
+    token = again["csrf_token"].value
+    page = portal.post(
+        "/portal/hours",
+        {"csrf_token": token, "start": "25:00", "end": "18:00", "timezone": "Europe/Paris"},
+        status=400,
+    )
+    assert "“25:00 - 18:00”" in page.text
+    assert _form(page, "/portal/hours")["start"].value == "25:00"
+    assert ledger(dbsession, camille) == []
+
+
+def test_refused_channel_order_stays_in_the_form_and_is_named(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    form = _form(portal.get("/portal/frequency"), "/portal/order")
+    for n, channel in enumerate(("sms", "sms", "post", "phone"), start=1):
+        form[f"order{n}"] = channel
+    page = form.submit(status=400)
+    assert "Channel order — “SMS, SMS, postal mail, phone”" in page.text
+    again = _form(page, "/portal/order")
+    assert [again[f"order{n}"].value for n in range(1, 5)] == ["sms", "sms", "post", "phone"]
+
+
+def test_refused_pause_date_stays_in_the_form_and_is_named(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    form = _form(portal.get("/portal/frequency"), "/portal/pause")
+    form["length"] = "date"
+    form["until"] = "2020-01-01"
+    page = form.submit(status=400)
+    assert "Pause — “2020-01-01”: This date or time is already past." in page.text
+    again = _form(page, "/portal/pause")
+    assert (again["length"].value, again["until"].value) == ("date", "2020-01-01")
+    assert ledger(dbsession, camille) == []
+
+
+def test_refused_frequency_stays_in_the_form(portal, dbsession, camille, offers):
+    log_in(portal, camille, lang="en")
+    token = portal.get("/portal/frequency").html.find("input", {"name": "csrf_token"})["value"]
+    page = portal.post(
+        "/portal/frequency",
+        {"csrf_token": token, "frequency": "monthly", "topic.offers": "hourly"},
+        status=400,
+    )
+    assert "“hourly”" in page.text
+    again = _form(page, "/portal/frequency")
+    assert again["frequency"].value == "monthly"
+    assert ledger(dbsession, camille) == []
+
+
+def test_refused_call_back_keeps_the_day_slot_and_phone(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    form = last_form(portal.get("/portal/callback"))
+    form["day"] = form["day"].options[-1][0]
+    form["slot"] = "900"
+    form["phone"] = "0612"
+    form["note"] = "About my card"
+    page = form.submit(status=400)
+    assert "“0612”" in page.text
+    again = last_form(page)
+    assert (again["day"].value, again["slot"].value) == (form["day"].value, "900")
+    assert (again["phone"].value, again["note"].value) == ("0612", "About my card")
 
 
 def test_channel_order(portal, dbsession, camille):
