@@ -32,7 +32,6 @@ def _run_policy(args: argparse.Namespace, command: str) -> int:
         sqlite=not args.no_sqlite,
         postgres=not args.no_postgres,
         explain=args.explain is not None,
-        variants=args.variants,
     )
     report = policy_bench.run(options, command, log=lambda line: print(line, file=sys.stderr))
     text = policy_bench.render(report)
@@ -76,12 +75,6 @@ def _policy_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", type=int, default=1000, help="per-customer calls")
     parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite reference")
     parser.add_argument("--no-postgres", action="store_true", help="only the SQLite reference")
-    parser.add_argument(
-        "--variants",
-        action="store_true",
-        help="also measure the proposed policy.py changes (patched in memory, see "
-        "bench/_policy_variants.py)",
-    )
     parser.add_argument(
         "--explain",
         metavar="FILE",

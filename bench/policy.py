@@ -6,13 +6,14 @@ most 1 ms (median).
 
 What is measured:
 
-* set-based, PostgreSQL — the whole ``with policy.audience(...)`` block (the windows
-  table is filled from the candidates, the query runs, the table is dropped) for
-  every customer, consumed two ways without building Python rows:
-  ``GROUP BY decision, reason`` (how the planner stores exclusion counts) and
-  ``INSERT INTO <unlogged table> SELECT`` (how planning keeps the decisions);
+* set-based, PostgreSQL — the whole ``with policy.audience(...)`` block (the contact
+  windows computed, the query runs) for every customer, consumed two ways without
+  building Python rows: ``GROUP BY decision, reason`` (how the planner stores
+  exclusion counts) and ``INSERT INTO <unlogged table> SELECT`` (how planning keeps
+  the decisions), which must give the same count for every (decision, reason);
 * per customer, PostgreSQL — :func:`policy.choose` and :func:`policy.decide` for a
-  random sample of customers loaded beforehand; only the policy call is timed;
+  random sample of customers loaded beforehand; only the policy call is timed, and
+  every ``choose`` must give the decision of the set-based row;
 * set-based, SQLite — the same two ways, on a smaller file database, for reference.
 
 Data is generated set-based by :mod:`bench._policy_data` (see its docstring for
@@ -40,7 +41,6 @@ from prefcenter.models import Customer, Topic
 from prefcenter.models.base import UTCDateTime
 
 from . import _env
-from . import _policy_variants as variants
 from ._policy_data import BenchData, load, shape
 
 # A Monday, 09:00 UTC: 10:00 in Paris, 04:00 in New York, 18:00 in Tokyo.
@@ -65,7 +65,6 @@ class Options:
     sqlite: bool = True
     postgres: bool = True
     explain: bool = False
-    variants: bool = False
     seed: int = 20261123
 
 
@@ -103,18 +102,6 @@ class PerCustomer:
 
 
 @dataclasses.dataclass
-class Variant:
-    """One cumulative step of proposed changes (see bench._policy_variants)."""
-
-    name: str
-    what: str
-    median: float | None  # seconds; None when not applicable
-    runs: int
-    same: bool | None  # same decisions as the code as it is
-    note: str = ""
-
-
-@dataclasses.dataclass
 class Report:
     machine: dict[str, str]
     options: Options
@@ -126,8 +113,8 @@ class Report:
     agreement: tuple[int, int] | None = None  # (agreeing, sampled)
     disagreements: list[str] = dataclasses.field(default_factory=list)
     explain: str | None = None
-    set_based_variants: list[Variant] = dataclasses.field(default_factory=list)
-    per_customer_variants: list[Variant] = dataclasses.field(default_factory=list)
+    # Do the two ways of consuming the audience give the same count per (decision, reason)?
+    same_counts: bool | None = None
 
 
 def bench_message(data: BenchData) -> policy.Message:
@@ -163,26 +150,20 @@ def _new_decisions_table(backend: str) -> sa.Table:
 
 @contextlib.contextmanager
 def timed_audience(
-    session: Session,
-    message: policy.Message,
-    run: dict[str, float],
-    settings: dict[str, str] | None = None,
+    session: Session, message: policy.Message, run: dict[str, float]
 ) -> Iterator[policy.Audience]:
     """``policy.audience`` over every customer; records how long entering it took."""
     started = time.perf_counter()
-    variants.set_local(session, settings or {})
     with policy.audience(session, message, sa.select(Customer.id), AT, cfg=CFG) as audience:
         run["windows"] = time.perf_counter() - started
         yield audience
 
 
-def count_decisions(
-    engine: sa.Engine, message: policy.Message, settings: dict[str, str] | None = None
-) -> tuple[SetBasedRun, list[Any]]:
+def count_decisions(engine: sa.Engine, message: policy.Message) -> tuple[SetBasedRun, list[Any]]:
     run: dict[str, float] = {}
     started = time.perf_counter()
     with Session(engine) as session:
-        with timed_audience(session, message, run, settings) as audience:
+        with timed_audience(session, message, run) as audience:
             query_started = time.perf_counter()
             decisions = audience.query.subquery("decisions")
             rows = session.execute(
@@ -195,9 +176,7 @@ def count_decisions(
     return SetBasedRun(time.perf_counter() - started, run["windows"], run["query"]), rows
 
 
-def insert_decisions(
-    engine: sa.Engine, message: policy.Message, settings: dict[str, str] | None = None
-) -> SetBasedRun:
+def insert_decisions(engine: sa.Engine, message: policy.Message) -> SetBasedRun:
     target = _decisions_table(engine.dialect.name)
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
@@ -207,7 +186,7 @@ def insert_decisions(
     run: dict[str, float] = {}
     started = time.perf_counter()
     with Session(engine) as session:
-        with timed_audience(session, message, run, settings) as audience:
+        with timed_audience(session, message, run) as audience:
             query_started = time.perf_counter()
             decisions = audience.query.subquery("decisions")
             session.execute(
@@ -247,67 +226,16 @@ def _sorted_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
     return sorted((tuple(r) for r in rows), key=repr)
 
 
-def measure_set_based_variants(
-    engine: sa.Engine, data: BenchData, repeat: int, as_is: SetBased, rows: Sequence[Any]
-) -> list[Variant]:
-    """Each cumulative step of the proposals, timed like ``GROUP BY decision, reason``."""
-    message = bench_message(data)
-    expected = _sorted_rows(rows)
-    results = [
-        Variant(
-            variants.SET_BASED[0].name,
-            variants.SET_BASED[0].what,
-            as_is.median.total,
-            len(as_is.measured),
-            True,
-        )
-    ]
-    for step in range(2, len(variants.SET_BASED) + 1):
-        proposal = variants.SET_BASED[step - 1]
-        try:
-            with variants.applied(variants.SET_BASED[:step]) as settings:
-                cold, got = count_decisions(engine, message, settings)
-                runs = [
-                    count_decisions(engine, message, settings)[0]
-                    for _ in range(_repeats(cold, repeat))
-                ]
-        except variants.NotApplicable as exc:
-            results.append(Variant(proposal.name, proposal.what, None, 0, None, str(exc)))
-            continue
-        measured = SetBased(engine.dialect.name, data.customers, "", cold, runs)
-        results.append(
-            Variant(
-                proposal.name,
-                proposal.what,
-                measured.median.total,
-                len(measured.measured),
-                _sorted_rows(got) == expected,
+def counts_agree(engine: sa.Engine, rows: Sequence[Any]) -> bool:
+    """The GROUP BY counts against the rows the last INSERT run wrote."""
+    target = _decisions_table(engine.dialect.name)
+    with engine.connect() as connection:
+        inserted = connection.execute(
+            sa.select(target.c.decision, target.c.reason, sa.func.count()).group_by(
+                target.c.decision, target.c.reason
             )
-        )
-    if all(v.median is not None for v in results):
-        with variants.applied(variants.SET_BASED) as settings:
-            cold = insert_decisions(engine, message, settings)
-            runs = [
-                insert_decisions(engine, message, settings) for _ in range(_repeats(cold, repeat))
-            ]
-        measured = SetBased(engine.dialect.name, data.customers, "", cold, runs)
-        target = _decisions_table(engine.dialect.name)
-        with engine.connect() as connection:
-            got = connection.execute(
-                sa.select(target.c.decision, target.c.reason, sa.func.count()).group_by(
-                    target.c.decision, target.c.reason
-                )
-            ).all()
-        results.append(
-            Variant(
-                "all, INSERT",
-                "every step above, consumed by INSERT ... SELECT",
-                measured.median.total,
-                len(measured.measured),
-                _sorted_rows(got) == expected,
-            )
-        )
-    return results
+        ).all()
+    return _sorted_rows(inserted) == _sorted_rows(rows)
 
 
 def distribution(engine: sa.Engine) -> list[tuple[str, str, str, int]]:
@@ -331,10 +259,22 @@ def explain(engine: sa.Engine, data: BenchData) -> str:
             query = sa.select(decisions.c.decision, decisions.c.reason, sa.func.count()).group_by(
                 decisions.c.decision, decisions.c.reason
             )
-            sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-            plan = session.execute(sa.text(f"EXPLAIN (ANALYZE, BUFFERS, VERBOSE) {sql}")).all()
+            connection = session.connection()
+            seen: list[str] = []
+
+            # The statement is explained as sent, with its parameters (arrays of the
+            # windows and orders, which cannot be rendered as literals).
+            def prefix(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+                seen.append(statement)
+                return f"EXPLAIN (ANALYZE, BUFFERS, VERBOSE) {statement}", parameters
+
+            event.listen(connection, "before_cursor_execute", prefix, retval=True)
+            try:
+                plan = connection.execute(query).cursor.fetchall()
+            finally:
+                event.remove(connection, "before_cursor_execute", prefix)
         session.rollback()
-    return sql + ";\n\n" + "\n".join(line for (line,) in plan)
+    return seen[0] + ";\n\n" + "\n".join(line for (line,) in plan)
 
 
 # --------------------------------------------------------------------------- per customer
@@ -373,12 +313,10 @@ def _time_calls(
     numbers: Sequence[int],
     warm_up: Sequence[int],
     call: Callable[[Session, Customer], policy.Decision],
-    settings: dict[str, str] | None = None,
 ) -> tuple[_env.Timings, float, dict[uuid.UUID, policy.Decision]]:
     samples: list[float] = []
     decisions: dict[uuid.UUID, policy.Decision] = {}
     with Session(engine) as session:
-        variants.set_local(session, settings or {})
         for customer in _load_customers(session, warm_up):
             call(session, customer)
         customers = _load_customers(session, numbers)
@@ -420,45 +358,6 @@ def measure_per_customer(
     return results, chosen
 
 
-def measure_per_customer_variants(
-    engine: sa.Engine,
-    data: BenchData,
-    sample: int,
-    seed: int,
-    as_is: PerCustomer,
-    expected: dict[uuid.UUID, policy.Decision],
-) -> list[Variant]:
-    """Each cumulative step of the per-customer proposals, timed like ``choose``."""
-    message = bench_message(data)
-    numbers, warm_up = _sample_numbers(data.customers, sample, seed)
-
-    def choose(session: Session, customer: Customer) -> policy.Decision:
-        return policy.choose(session, customer, message, AT, cfg=CFG)
-
-    first = variants.per_customer_proposals(AT)[0]
-    results = [Variant(first.name, first.what, as_is.timings.median, as_is.calls, True)]
-    for step in range(2, len(variants.per_customer_proposals(AT)) + 1):
-        proposals = variants.per_customer_proposals(AT)[:step]  # fresh caches
-        proposal = proposals[-1]
-        try:
-            with variants.applied(proposals) as settings:
-                timings, statements, got = _time_calls(engine, numbers, warm_up, choose, settings)
-        except variants.NotApplicable as exc:
-            results.append(Variant(proposal.name, proposal.what, None, 0, None, str(exc)))
-            continue
-        results.append(
-            Variant(
-                proposal.name,
-                proposal.what,
-                timings.median,
-                len(numbers),
-                got == expected,
-                f"{statements:.1f} statements per call; p95 {_ms(timings.percentile(95))}",
-            )
-        )
-    return results
-
-
 def compare_forms(
     engine: sa.Engine, chosen: dict[uuid.UUID, policy.Decision]
 ) -> tuple[tuple[int, int], list[str]]:
@@ -494,6 +393,7 @@ def run(options: Options, command: str, log: Callable[[str], None] = print) -> R
                 log(f"  loaded in {data.load_seconds:.1f} s; set-based runs")
                 measured, rows = measure_set_based(engine, data, options.repeat)
                 report.set_based.extend(measured)
+                report.same_counts = counts_agree(engine, rows)
                 report.distribution = distribution(engine)
                 if options.explain:
                     log("  EXPLAIN ANALYZE")
@@ -503,15 +403,6 @@ def run(options: Options, command: str, log: Callable[[str], None] = print) -> R
                     engine, data, options.sample, options.seed
                 )
                 report.agreement, report.disagreements = compare_forms(engine, chosen)
-                if options.variants:
-                    log("  proposed changes, set-based")
-                    report.set_based_variants = measure_set_based_variants(
-                        engine, data, options.repeat, measured[0], rows
-                    )
-                    log("  proposed changes, per customer")
-                    report.per_customer_variants = measure_per_customer_variants(
-                        engine, data, options.sample, options.seed, report.per_customer[0], chosen
-                    )
             finally:
                 engine.dispose()
     if options.sqlite:
@@ -585,8 +476,9 @@ def render(report: Report) -> str:
             f"at = {AT:%Y-%m-%d %H:%M} UTC. Median of {o.repeat} runs after one cold run "
             f"(a cold run over {HOPELESS * SET_BASED_TARGET_S:.0f} s is not repeated: then "
             "*runs* is 1 and the figure is that run); *windows* is entering `audience()` "
-            "(distinct time zones and hours of the candidates, the temporary windows table "
-            "filled), *query* is the statement (with its commit for the INSERT).\n"
+            "(the active rules read, the time zones and contact hours in use read and their "
+            "windows computed in Python), *query* is the statement (with its commit for the "
+            "INSERT).\n"
         )
         rows = []
         for r in report.set_based:
@@ -631,6 +523,12 @@ def render(report: Report) -> str:
     if report.distribution:
         total = sum(n for *_, n in report.distribution)
         out.append(f"Decisions for the {total:,} PostgreSQL customers (the data is realistic):\n")
+        if report.same_counts is not None:
+            same = "the same" if report.same_counts else "**not** the same"
+            out.append(
+                f"`GROUP BY` and `INSERT ... SELECT` gave {same} count of customers for every "
+                "(decision, reason).\n"
+            )
         out.append(
             _env.table(
                 ["decision", "reason", "channel", "customers", "share"],
@@ -676,40 +574,4 @@ def render(report: Report) -> str:
             out.extend(f"- {line}" for line in report.disagreements[:10])
             out.append("")
 
-    if report.set_based_variants or report.per_customer_variants:
-        out.append("### Proposed changes, measured (`--variants`)\n")
-        out.append(
-            "prefcenter/policy.py patched in memory by `bench/_policy_variants.py` (each step "
-            "adds to the previous ones). *Same decisions*: set-based, the same count of "
-            "customers for every (decision, reason) as the code as it is; per customer, the "
-            "same decision for every sampled customer.\n"
-        )
-    if report.set_based_variants:
-        out.append(
-            f"Set-based, PostgreSQL, {report.options.customers:,} customers, "
-            "`GROUP BY decision, reason` (whole audience block):\n"
-        )
-        out.append(_variants_table(report.set_based_variants, _s))
-        out.append("")
-    if report.per_customer_variants:
-        out.append(f"Per customer, `choose` over {report.options.sample:,} customers:\n")
-        out.append(_variants_table(report.per_customer_variants, _ms))
-        out.append("")
     return "\n".join(out)
-
-
-def _variants_table(rows: Sequence[Variant], unit: Callable[[float], str]) -> str:
-    return _env.table(
-        ["step", "change", "median", "runs", "same decisions", "note"],
-        [
-            [
-                v.name,
-                v.what,
-                "n/a" if v.median is None else unit(v.median),
-                str(v.runs),
-                {True: "yes", False: "**no**", None: ""}[v.same],
-                v.note,
-            ]
-            for v in rows
-        ],
-    )
