@@ -113,7 +113,7 @@ def requeue_stuck(
     return list(stuck)
 
 
-def _address(customer: Customer, channel: str) -> str | None:
+def _address(customer: Customer | sa.Row, channel: str) -> str | None:
     if channel == "email":
         return customer.email
     if channel in ("sms", "phone"):
@@ -127,7 +127,7 @@ def _address(customer: Customer, channel: str) -> str | None:
     return "\n".join(line for line in lines if line) or None
 
 
-def _context(customer: Customer, portal_url: str, unsubscribe_url: str) -> dict:
+def _context(customer: Customer | sa.Row, portal_url: str, unsubscribe_url: str) -> dict:
     return {
         "first_name": customer.first_name or "",
         "last_name": customer.last_name or "",
@@ -141,7 +141,7 @@ def build_message(
     delivery: Delivery | _DeliveryView,
     campaign: Campaign,
     topic: Topic,
-    customer: Customer,
+    customer: Customer | sa.Row,
     links: Links,
     now: dt.datetime,
 ) -> Outgoing:
@@ -195,23 +195,21 @@ def prepare(
     """Ask the policy again for the deliveries still ``queued``, and render what may go.
 
     The re-check is the policy's set-based form, one query per campaign and channel in
-    the batch. Deliveries bound for a provider are marked ``sending`` here, so that once
-    this transaction commits no other worker (and no redelivered message) sends them.
+    the batch. The deliveries that may go stay ``sending`` when this transaction commits,
+    so no other worker (and no redelivered message) sends them again.
     """
     result = DispatchResult()
-    claim = (
-        sa.select(Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.campaign_id)
+    # The claim is a compare-and-set to ``sending``: a second worker given the same ids
+    # waits for this transaction (row locks), then finds them no longer queued.
+    rows = session.execute(
+        sa.update(Delivery)
         .where(Delivery.id.in_(list(delivery_ids)), Delivery.status == "queued")
-        .order_by(Delivery.id)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        # Another worker sending the same ids holds them; skip rather than wait and resend.
-        claim = claim.with_for_update(skip_locked=True)
-    rows = session.execute(claim).all()
+        .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
+        .returning(Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.campaign_id)
+    ).all()
     outgoing: dict[str, list[tuple[uuid.UUID, uuid.UUID, str, Outgoing]]] = {}
     if not rows:
         return Prepared(result, outgoing)
-    _count_attempt(session, [r.id for r in rows], now)
 
     groups: dict[tuple[uuid.UUID, str], list[Any]] = {}
     for row in rows:
@@ -279,13 +277,26 @@ def prepare(
             _release(session, campaign.message_ref, [m.customer_id for m in skips], now)
             result.skipped += len(skips)
 
+    # Plain rows (not ORM objects): rendering reads a few columns of many customers.
     customers = {
         c.id: c
-        for c in session.scalars(
-            sa.select(Customer).where(Customer.id.in_([m.customer_id for m, _c, _t in sendable]))
+        for c in session.execute(
+            sa.select(
+                Customer.id,
+                Customer.first_name,
+                Customer.last_name,
+                Customer.attributes,
+                Customer.locale,
+                Customer.email,
+                Customer.phone,
+                Customer.postal_line1,
+                Customer.postal_line2,
+                Customer.postal_code,
+                Customer.city,
+                Customer.country,
+            ).where(Customer.id.in_([m.customer_id for m, _c, _t in sendable]))
         )
     }
-    remote: list[uuid.UUID] = []
     for member, campaign, topic in sendable:
         delivery = _DeliveryView(member.id, member.channel)
         try:
@@ -303,13 +314,9 @@ def prepare(
             _release(session, campaign.message_ref, [member.customer_id], now)
             result.failed += 1
             continue
-        if not dispatcher.transports[member.channel].in_database:
-            remote.append(member.id)
         outgoing.setdefault(member.channel, []).append(
             (member.id, member.customer_id, campaign.message_ref, message)
         )
-    if remote:
-        _set_status(session, remote, now, status="sending")
     return Prepared(result, outgoing)
 
 
@@ -332,15 +339,6 @@ def _set_status(
     for chunk in _chunks(ids):
         session.execute(
             sa.update(Delivery).where(Delivery.id.in_(chunk)).values(updated_at=now, **values)
-        )
-
-
-def _count_attempt(session: Session, ids: Sequence[uuid.UUID], now: dt.datetime) -> None:
-    for chunk in _chunks(ids):
-        session.execute(
-            sa.update(Delivery)
-            .where(Delivery.id.in_(chunk))
-            .values(attempts=Delivery.attempts + 1, updated_at=now)
         )
 
 

@@ -36,6 +36,12 @@ def _environment(autoescape: bool) -> SandboxedEnvironment:
 
 def compile_template(source: str, *, html: bool) -> Any:
     """A sandboxed template; ``jinja2.TemplateSyntaxError`` says what is wrong with it."""
+    return _compiled(source, html)
+
+
+# A campaign renders the same few templates for every customer: compile each once.
+@functools.lru_cache(maxsize=512)
+def _compiled(source: str, html: bool) -> Any:
     return _environment(html).from_string(source)
 
 

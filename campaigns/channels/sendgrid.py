@@ -65,7 +65,7 @@ class SendGridTransport:
 
     def batches(self, messages: list[Outgoing]) -> Iterator[list[Outgoing]]:
         """Calls to make: ≤ 1,000 personalizations, each address once, same categories."""
-        pending: dict[tuple[Any, ...], list[list[Outgoing]]] = {}
+        pending: dict[tuple[Any, ...], list[tuple[list[Outgoing], set[str]]]] = {}
         for message in messages:
             if not self._fits_substitutions(message):
                 yield [message]
@@ -73,16 +73,16 @@ class SendGridTransport:
             key = (message.categories, message.html is not None)
             groups = pending.setdefault(key, [])
             address = message.to.lower()
-            for group in groups:
-                if len(group) < MAX_PERSONALIZATIONS and all(
-                    m.to.lower() != address for m in group
-                ):
+            for group, addresses in groups:
+                if len(group) < MAX_PERSONALIZATIONS and address not in addresses:
                     group.append(message)
+                    addresses.add(address)
                     break
             else:
-                groups.append([message])
+                groups.append(([message], {address}))
         for groups in pending.values():
-            yield from groups
+            for group, _addresses in groups:
+                yield group
 
     def payload(self, batch: list[Outgoing]) -> dict[str, Any]:
         single = len(batch) == 1 and not self._fits_substitutions(batch[0])

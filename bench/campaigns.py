@@ -1,0 +1,343 @@
+"""Campaign engine benchmark: ``.venv/bin/python -m bench campaigns [--write-docs]``.
+
+On a throw-away PostgreSQL database filled with the policy benchmark's realistic data
+(bench/_policy_data.py):
+
+1. *plan*: ``campaigns.planner.plan`` of one campaign over every customer, run in a
+   child process of its own so that its peak RSS is the planner's alone;
+2. *dispatch*: the planned deliveries sent by ``campaigns.dispatch.dispatch_in_steps``
+   in batches of 500, in this one process (one worker), through the real ``sendgrid``
+   client to the fake SendGrid server running in another process;
+3. *naive vs set-based*: the same campaign over a smaller base planned by a
+   per-customer ORM loop (``policy.choose`` + ORM inserts) and by the planner, each in
+   a transaction rolled back afterwards, as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing
+import resource
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from campaigns import dispatch, planner
+from campaigns.channels.outbox import OutboxTransport
+from campaigns.channels.sendgrid import SendGridTransport
+from campaigns.models import Campaign, Delivery
+from prefcenter import policy
+from prefcenter.consent_settings import ConsentSettings
+from prefcenter.db import make_engine, make_session_factory, task_session
+from prefcenter.models import ContactLogEntry, Customer
+
+from . import _docs, _env
+from . import _policy_data as data
+
+SECRET = "bench-secret-0123456789-0123456789-0123456789"
+KEY = b"bench-address-hmac-key-0123456789abcdef"
+CFG = ConsentSettings(address_key=KEY)
+CONTENT = {
+    "email": {
+        "fr": {
+            "subject": "Les soldes, {{ first_name }}",
+            "html": "<p>Bonjour {{ first_name }},</p><p>Nos soldes commencent.</p>"
+            '<p><a href="{{ unsubscribe_url }}">Se désabonner</a></p>',
+            "text": "Bonjour {{ first_name }}, nos soldes commencent. {{ unsubscribe_url }}",
+        }
+    },
+    "sms": {"fr": {"text": "Soldes ! {{ portal_url }}"}},
+    "post": {"fr": {"text": "Madame, Monsieur, nos soldes commencent."}},
+}
+
+
+def _campaign(session: Session, topic_id: uuid.UUID, name: str) -> Campaign:
+    campaign = Campaign(
+        name=name,
+        topic_id=topic_id,
+        kind="marketing",
+        channels=["email", "sms", "post"],
+        segment={"all": []},
+        content=CONTENT,
+        status="running",
+    )
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+# -- 1. plan, in a child process ---------------------------------------------------------------
+
+
+def _plan_child(url: str, campaign_id: str, at_iso: str) -> None:
+    """Runs in the child: plan, commit, print seconds, peak RSS and counts as JSON."""
+    engine = make_engine(url)
+    at = dt.datetime.fromisoformat(at_iso)
+    with Session(engine) as session:
+        campaign = session.get(Campaign, uuid.UUID(campaign_id))
+        started = time.perf_counter()
+        counts = planner.plan(session, campaign, sa.select(Customer.id), at, cfg=CFG)
+        session.commit()
+        seconds = time.perf_counter() - started
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "rss_mb": rss_mb, "counts": counts.as_dict()}))
+
+
+def measure_plan(url: str, campaign_id: uuid.UUID, at: dt.datetime) -> dict[str, Any]:
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.campaigns", "_plan", url, str(campaign_id), at.isoformat()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+# -- 2. dispatch through the fake SendGrid ------------------------------------------------------
+
+
+def _serve_fake(port_queue: Any, stop: Any) -> None:
+    from tests.fakes.sendgrid import FakeSendGrid
+
+    fake = FakeSendGrid(keep_bodies=False)
+    port_queue.put(fake.server.server_address[1])
+    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
+    thread.start()
+    stop.wait()
+    port_queue.put(fake.received_personalizations)
+    fake.server.shutdown()
+
+
+def measure_dispatch(engine: sa.Engine, at: dt.datetime, limit: int) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    ports, stop = context.Queue(), context.Event()
+    server = context.Process(target=_serve_fake, args=(ports, stop), daemon=True)
+    server.start()
+    port = ports.get(timeout=30)
+    sendgrid = SendGridTransport(
+        "SG.bench", "Bench <bench@example.com>", host=f"http://127.0.0.1:{port}"
+    )
+    outbox = OutboxTransport()
+    links = dispatch.Links("https://prefs.example.com", SECRET)
+    dispatcher = dispatch.Dispatcher(
+        CFG, links, {"email": sendgrid, "sms": outbox, "phone": outbox, "post": outbox}
+    )
+    factory = make_session_factory(engine)
+
+    def unit_of_work():
+        return task_session(factory)
+
+    # Only email goes to SendGrid: queue the planned email deliveries due now.
+    with unit_of_work() as session:
+        due = list(
+            session.scalars(
+                sa.select(Delivery.id)
+                .where(Delivery.status == "planned", Delivery.channel == "email")
+                .limit(limit)
+            )
+        )
+        for chunk in range(0, len(due), 5000):
+            session.execute(
+                sa.update(Delivery)
+                .where(Delivery.id.in_(due[chunk : chunk + 5000]))
+                .values(status="queued", queued_at=at)
+            )
+    result = dispatch.DispatchResult()
+    started = time.perf_counter()
+    for chunk in range(0, len(due), 500):
+        step = dispatch.dispatch_in_steps(unit_of_work, due[chunk : chunk + 500], at, dispatcher)
+        for field in ("sent", "skipped", "deferred", "failed", "requeued"):
+            setattr(result, field, getattr(result, field) + getattr(step, field))
+    seconds = time.perf_counter() - started
+    stop.set()
+    received = ports.get(timeout=30)
+    server.join(timeout=30)
+    return {
+        "deliveries": len(due),
+        "seconds": seconds,
+        "result": dataclass_dict(result),
+        "received": received,
+    }
+
+
+def dataclass_dict(value: Any) -> dict[str, Any]:
+    return {k: getattr(value, k) for k in ("sent", "skipped", "deferred", "failed", "requeued")}
+
+
+# -- 3. the naive loop vs the planner -----------------------------------------------------------
+
+
+def naive_plan(session: Session, campaign: Campaign, at: dt.datetime) -> int:
+    """What a per-customer ORM loop does: load each customer, ask the policy, insert."""
+    message = planner.message_for(session, campaign)
+    contacted = 0
+    for customer in session.scalars(sa.select(Customer)):
+        decision = policy.choose(session, customer, message, at, cfg=CFG)
+        status = {"send": "planned", "defer": "deferred"}.get(decision.decision, "skipped")
+        session.add(
+            Delivery(
+                campaign_id=campaign.id,
+                customer_id=customer.id,
+                channel=decision.channel,
+                status=status,
+                reason=decision.reason,
+                scheduled_at=(decision.until or at) if decision.contacts else None,
+            )
+        )
+        if decision.contacts:
+            contacted += 1
+            session.add(
+                ContactLogEntry(
+                    customer_id=customer.id,
+                    channel=decision.channel,
+                    topic_id=message.topic_id,
+                    kind=message.kind,
+                    at=decision.until or at,
+                    status="reserved",
+                    message_ref=message.message_ref,
+                )
+            )
+        session.flush()
+    return contacted
+
+
+def measure_naive_vs_planner(engine: sa.Engine, topic_id: uuid.UUID, at: dt.datetime) -> dict:
+    figures = {}
+    for label in ("naive", "planner"):
+        with Session(engine) as session:
+            campaign = _campaign(session, topic_id, label)
+            started = time.perf_counter()
+            if label == "naive":
+                contacted = naive_plan(session, campaign, at)
+            else:
+                contacted = planner.plan(
+                    session, campaign, sa.select(Customer.id), at, cfg=CFG
+                ).contacted
+            figures[label] = {"seconds": time.perf_counter() - started, "contacted": contacted}
+            session.rollback()  # each starts from the same state
+    return figures
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> str:
+    at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
+    lines: list[str] = []
+    with _env.postgres_database(args.database_url, keep=args.keep) as database:
+        engine = _env.engine_for(database)
+        machine = _env.machine(engine)
+        print(f"loading {args.customers:,} customers…", file=sys.stderr)
+        loaded = data.load(engine, args.customers, at)
+        with Session(engine) as session:
+            campaign = _campaign(session, loaded.topic_id, "bench plan")
+            session.commit()
+            campaign_id = campaign.id
+        print("planning…", file=sys.stderr)
+        plan = measure_plan(database.url, campaign_id, at)
+        print("dispatching…", file=sys.stderr)
+        sent = measure_dispatch(engine, at, args.dispatch)
+        engine.dispose()
+
+    with _env.postgres_database(args.database_url, keep=args.keep) as database:
+        engine = _env.engine_for(database)
+        print(f"naive vs planner on {args.naive:,} customers…", file=sys.stderr)
+        small = data.load(engine, args.naive, at)
+        versus = measure_naive_vs_planner(engine, small.topic_id, at)
+        engine.dispose()
+
+    lines.append(f"Command: `{args.command}`")
+    lines.append("")
+    lines.append(
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + f"; load {_load()}."
+    )
+    lines.append("")
+    counts = plan["counts"]
+    rate = sent["result"]["sent"] / sent["seconds"] if sent["seconds"] else 0
+    ratio = versus["naive"]["seconds"] / versus["planner"]["seconds"]
+    lines.append(
+        _env.table(
+            ["measure", "figure", "target"],
+            [
+                [
+                    f"plan {args.customers:,} customers (PostgreSQL, one campaign, email/sms/post)",
+                    f"{plan['seconds']:.2f} s",
+                    "≤ 20 s",
+                ],
+                ["peak RSS of the planning process", f"{plan['rss_mb']:.0f} MB", "< 300 MB"],
+                [
+                    "planned: contacted / deferred / skipped",
+                    f"{counts['contacted']:,} / {counts['deferred']:,} / "
+                    f"{sum(counts['skipped'].values()):,}",
+                    "",
+                ],
+                [
+                    f"dispatch {sent['deliveries']:,} emails, one process, batches of 500",
+                    f"{rate:,.0f} emails/s ({sent['seconds']:.1f} s)",
+                    "≥ 5,000/s",
+                ],
+                [
+                    "dispatch outcome: sent / skipped / deferred at send time",
+                    f"{sent['result']['sent']:,} / {sent['result']['skipped']:,} / "
+                    f"{sent['result']['deferred']:,} (fake SendGrid received "
+                    f"{sent['received']:,})",
+                    "",
+                ],
+                [
+                    f"naive ORM loop vs planner, {args.naive:,} customers",
+                    f"{versus['naive']['seconds']:.1f} s vs {versus['planner']['seconds']:.2f} s"
+                    f" = {ratio:,.0f} times",
+                    "",
+                ],
+            ],
+        )
+    )
+    if versus["naive"]["contacted"] != versus["planner"]["contacted"]:
+        lines.append("")
+        lines.append(
+            f"**The two plans differ**: naive contacted {versus['naive']['contacted']:,}, "
+            f"planner {versus['planner']['contacted']:,}."
+        )
+    return "\n".join(lines)
+
+
+def _load() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_plan"]:
+        _plan_child(*argv[1:4])
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench campaigns", description=__doc__)
+    parser.add_argument("--database-url", default=_env.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--dispatch", type=int, default=50_000, help="emails to dispatch")
+    parser.add_argument("--naive", type=int, default=50_000, help="customers for the ratio")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args(argv)
+    args.command = " ".join([".venv/bin/python -m bench campaigns", *argv])
+    text = run(args)
+    print(text)
+    if args.write_docs:
+        _docs.write_section("campaigns", "Campaign engine", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
