@@ -28,6 +28,7 @@ from prefcenter.portal.links import portal_token, unsubscribe_token
 
 from . import rendering
 from .channels import Outgoing, Sent, Transport
+from .channels.sms import sms_length
 from .models import Campaign, Delivery
 
 WAITING = ("planned", "deferred")
@@ -75,29 +76,56 @@ class DispatchResult:
 def queue_due(session: Session, now: dt.datetime, *, limit: int = 1000) -> list[uuid.UUID]:
     """Mark up to ``limit`` due deliveries of running campaigns ``queued``; return their ids.
 
-    The caller enqueues the ids after its transaction commits (never before: a rolled-back
-    transaction must not leave broker messages behind).
+    A campaign with ``throttle_per_minute`` gets no more queued than that in any rolling
+    minute. The caller enqueues the ids after its transaction commits (never before: a
+    rolled-back transaction must not leave broker messages behind).
     """
-    due = session.scalars(
-        sa.select(Delivery.id)
-        .join(Campaign, Campaign.id == Delivery.campaign_id)
-        .where(
-            Campaign.status == "running",
-            Delivery.status.in_(WAITING),
-            Delivery.scheduled_at <= now,
+    throttled = dict(
+        session.execute(
+            sa.select(Campaign.id, Campaign.throttle_per_minute).where(
+                Campaign.status == "running", Campaign.throttle_per_minute.is_not(None)
+            )
+        ).all()
+    )
+
+    def due(*conditions: sa.ColumnElement[bool], room: int) -> list[uuid.UUID]:
+        return list(
+            session.scalars(
+                sa.select(Delivery.id)
+                .join(Campaign, Campaign.id == Delivery.campaign_id)
+                .where(
+                    Campaign.status == "running",
+                    Delivery.status.in_(WAITING),
+                    Delivery.scheduled_at <= now,
+                    *conditions,
+                )
+                .order_by(Delivery.scheduled_at)
+                .limit(room)
+            )
         )
-        .order_by(Delivery.scheduled_at)
-        .limit(limit)
-    ).all()
-    if not due:
+
+    chosen = due(Campaign.id.not_in(list(throttled)) if throttled else sa.true(), room=limit)
+    for campaign_id, per_minute in throttled.items():
+        recent = session.scalar(
+            sa.select(sa.func.count()).where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.queued_at > now - dt.timedelta(minutes=1),
+            )
+        )
+        room = min(per_minute - (recent or 0), limit - len(chosen))
+        if room > 0:
+            chosen += due(Delivery.campaign_id == campaign_id, room=room)
+    if not chosen:
         return []
-    queued = session.scalars(
-        sa.update(Delivery)
-        .where(Delivery.id.in_(due), Delivery.status.in_(WAITING))
-        .values(status="queued", queued_at=now, updated_at=now)
-        .returning(Delivery.id)
-    ).all()
-    return list(queued)
+    queued: list[uuid.UUID] = []
+    for chunk in _chunks(chosen):
+        queued += session.scalars(
+            sa.update(Delivery)
+            .where(Delivery.id.in_(chunk), Delivery.status.in_(WAITING))
+            .values(status="queued", queued_at=now, updated_at=now)
+            .returning(Delivery.id)
+        ).all()
+    return queued
 
 
 def requeue_stuck(
@@ -165,9 +193,13 @@ def build_message(
             targets.append(f"<mailto:{links.unsubscribe_mailto}?subject={subject}>")
         headers["List-Unsubscribe"] = ", ".join(targets)
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    elif delivery.channel == "sms" and marketing:
-        stop = translate(_("STOP: ${url}"), rendered.locale, {"url": unsubscribe_url})
-        text = f"{text}\n{stop}"
+    elif delivery.channel == "sms":
+        if marketing:
+            stop = translate(_("STOP: ${url}"), rendered.locale, {"url": unsubscribe_url})
+            text = f"{text}\n{stop}"
+        length = sms_length(text)
+        headers["X-SMS-Encoding"] = length.encoding
+        headers["X-SMS-Segments"] = str(length.segments)
     return Outgoing(
         delivery_id=delivery.id,
         channel=delivery.channel,

@@ -151,6 +151,12 @@ def test_marketing_sms_end_with_the_stop_mention(dbsession, topic):
     first, stop = text.split("\n")
     assert first.startswith("Soldes ! https://prefs.example.com/p/")
     assert stop.startswith("STOP : https://prefs.example.com/u/")
+    headers = dbsession.scalars(
+        sa.select(OutboxMessage.headers).where(OutboxMessage.delivery_id == delivery.id)
+    ).one()
+    # Two long signed links: more than one 160-character segment, all in GSM-7.
+    assert headers["X-SMS-Encoding"] == "GSM-7"
+    assert int(headers["X-SMS-Segments"]) == -(-len(text) // 153)
 
 
 def test_an_opt_out_between_planning_and_dispatch_stops_the_message(dbsession, topic):
@@ -296,3 +302,17 @@ def test_campaign_counts_break_skips_down_by_reason(dbsession, topic):
         "cancelled": 0,
         "skipped": {"topic_unsubscribed": 1},
     }
+
+
+def test_a_throttled_campaign_queues_no_more_than_its_rate_per_rolling_minute(dbsession, topic):
+    people = [reachable_customer(dbsession, topic) for _ in range(5)]
+    campaign = launched(dbsession, topic, *people)
+    campaign.throttle_per_minute = 2
+    dbsession.flush()
+
+    first = dispatch.queue_due(dbsession, AT)
+    again = dispatch.queue_due(dbsession, AT + dt.timedelta(seconds=30))
+    next_minute = dispatch.queue_due(dbsession, AT + dt.timedelta(seconds=61))
+
+    assert (len(first), len(again), len(next_minute)) == (2, 0, 2)
+    assert not set(first) & set(next_minute)
