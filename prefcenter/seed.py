@@ -203,7 +203,7 @@ GB_CITIES = (
 )  # fmt: skip
 FR_TIMEZONES = (
     ("Europe/Paris", 88),
-    ("America/Montreal", 4),
+    ("America/Toronto", 4),  # Québec keeps Toronto's time (America/Montreal is a legacy alias)
     ("Indian/Reunion", 3),
     ("America/Guadeloupe", 3),
     ("Pacific/Noumea", 2),
@@ -505,7 +505,7 @@ def _person(rng: random.Random, n: int, now: dt.datetime, phones: _PhoneNumbers)
     address: dict[str, Any] = dict.fromkeys(
         ("postal_line1", "postal_code", "city", "country"), None
     )
-    if rng.random() < 0.50 and timezone != "America/Montreal":
+    if rng.random() < 0.50 and timezone != "America/Toronto":
         number = rng.randint(1, 180)
         if timezone == "Europe/London":
             city, code = rng.choice(GB_CITIES)

@@ -38,6 +38,7 @@ MESSAGES = {
     "no_double_opt_in": _("This channel does not need a confirmation."),
     "empty_address": _("Enter an address, or use “Remove” to delete the one you have."),
     "confirm_remove": _("Tick the box to confirm that you want this address removed."),
+    "subscribe_choice": _("Use the Subscribe or Unsubscribe button."),
 }
 GENERIC = _("This value was refused.")
 
@@ -57,6 +58,9 @@ FIELD_NAMES = {
     "note": _("Message"),
     "code": _("Code"),
     "customer": _("Account"),
+    "subscribed": _("Subscription"),
+    "consent": _("Consent"),
+    "action": _("Action"),
 }
 
 

@@ -16,16 +16,19 @@ the ledger is append-only and outlives a customer's erasure.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
 import functools
 import hashlib
 import hmac
+import importlib.resources
 import secrets
 import uuid
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -1041,9 +1044,64 @@ def set_contact_hours(
     session.flush()
 
 
+# Names in the time zone database that are no place's time: a placeholder and a link to
+# the server's own zone.
+NOT_TIMEZONES = frozenset({"Factory", "localtime"})
+# IANA's regions: a canonical zone is named Region/Place (Europe/Paris).
+TIMEZONE_REGIONS = (
+    "Africa",
+    "America",
+    "Antarctica",
+    "Arctic",
+    "Asia",
+    "Atlantic",
+    "Australia",
+    "Europe",
+    "Indian",
+    "Pacific",
+)
+
+
 @functools.cache
 def _timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - NOT_TIMEZONES
+
+
+def _zone_tab() -> set[str] | None:
+    """The canonical zones listed in the time zone database's zone.tab, if it is there."""
+    candidates: list[Any] = [Path(base) / "zone.tab" for base in zoneinfo.TZPATH]
+    with contextlib.suppress(ModuleNotFoundError):  # the tzdata package, where it is used
+        candidates.append(importlib.resources.files("tzdata").joinpath("zoneinfo/zone.tab"))
+    for path in candidates:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        return {
+            line.split("\t")[2].strip()
+            for line in text.splitlines()
+            if line and not line.startswith("#") and line.count("\t") >= 2
+        }
+    return None
+
+
+@functools.cache
+def customer_timezones() -> tuple[str, ...]:
+    """The time zones a customer may choose, sorted: real places' zones (Europe/Paris).
+
+    Not ``Factory`` or ``localtime``, not ``Etc/*`` (fixed offsets with inverted signs), not
+    the legacy aliases kept for old software (``US/Eastern``, ``GB``, ``EST5EDT``,
+    ``Asia/Calcutta``): the canonical zones of zone.tab when the database has it, else
+    every Region/Place name.
+    """
+    available = _timezones()
+    canonical = _zone_tab()
+    chosen = (
+        available & canonical
+        if canonical
+        else {name for name in available if name.split("/")[0] in TIMEZONE_REGIONS}
+    )
+    return tuple(sorted(chosen))
 
 
 def set_timezone(
@@ -1052,13 +1110,19 @@ def set_timezone(
     tz: str,
     actor: Actor,
     *,
+    allowed: Collection[str] | None = None,
     now: dt.datetime | None = None,
 ) -> None:
-    """The customer's IANA timezone (Europe/Paris), in which contact hours are read."""
+    """The customer's IANA timezone (Europe/Paris), in which contact hours are read.
+
+    ``allowed`` narrows the names accepted (the portal offers customer_timezones());
+    by default any zone of the database except Factory and localtime.
+    """
     now = _clock(now)
+    known = _timezones() if allowed is None else allowed
     error = (
         None
-        if isinstance(tz, str) and tz in _timezones()
+        if isinstance(tz, str) and tz in known
         else invalid_field("timezone", tz, "is not a time zone (e.g. Europe/Paris)", "unknown")
     )
     _raise_if(_not_erased(customer), error)

@@ -84,6 +84,8 @@ def _address_value(kind: str, post: Any) -> Any:
     return post.get(kind, "")
 
 
+# The topics form's two buttons.
+SUBSCRIBED = {"yes": True, "no": False}
 # What the customer is told after changing an address, by what was sent to it.
 ADDRESS_SAVED = _("Your address is saved.")
 ADDRESS_UNCHANGED = _("Nothing changed: this is already your address.")
@@ -113,14 +115,19 @@ def change_address(request: Any) -> Any:
     kind = request.matchdict["kind"]
     if kind not in preferences.ADDRESS_KINDS:
         raise HTTPNotFound()
-    if request.POST.get("action") == "remove":
+    action, consent = request.POST.get("action", ""), request.POST.get("consent", "")
+    if action not in ("", "remove") or consent not in ("", "yes"):
+        field, value = ("action", action) if action not in ("", "remove") else ("consent", consent)
+        error = InvalidInput.one(field, value, "is not one of the choices offered", "invalid")
+        return _channels_page(request, customer, rejected(request, error))
+    if action == "remove":
         return _remove_address(request, customer, kind)
     t = translator(request)
     settings = portal_settings(request)
     consent_channel = CONSENT_OF_ADDRESS.get(kind)
     notice = (
         t(CONSENT_NOTICE, channel=t(CHANNEL_NAMES[consent_channel]))
-        if consent_channel and request.POST.get("consent") == "yes"
+        if consent_channel and consent == "yes"
         else None
     )
     try:
@@ -341,7 +348,13 @@ def change_topic(request: Any) -> Any:
     if topic is None:
         error = InvalidInput.one("topic", key, "is not a topic", "unknown_topic")
         return _topics_page(request, customer, rejected(request, error))
-    subscribed = request.POST.get("subscribed") == "yes"
+    choice = request.POST.get("subscribed", "")
+    if choice not in SUBSCRIBED:
+        error = InvalidInput.one(
+            "subscribed", choice, "must be yes (subscribe) or no (unsubscribe)", "subscribe_choice"
+        )
+        return _topics_page(request, customer, rejected(request, error))
+    subscribed = SUBSCRIBED[choice]
     try:
         preferences.set_subscription(
             request.dbsession,

@@ -3,7 +3,6 @@ channel order."""
 
 from __future__ import annotations
 
-import zoneinfo
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,10 +67,19 @@ def _page(
         "start": typed.get("start", f"{start // 60:02d}:{start % 60:02d}"),
         "end": typed.get("end", f"{end // 60 % 24:02d}:{end % 60:02d}"),
         "timezone": typed.get("timezone", customer.timezone),
-        "timezones": sorted(zoneinfo.available_timezones()),
+        "timezones": _timezones_for(customer),
         "order": order,
         "channel_names": CHANNELS,
     }
+
+
+def _timezones_for(customer: Customer) -> list[str]:
+    """The zones offered, with the customer's own even if it is a legacy name (set by an
+    import or the API), so saving the form unchanged keeps it."""
+    zones = list(preferences.customer_timezones())
+    if customer.timezone and customer.timezone not in zones:
+        zones = sorted([*zones, customer.timezone])
+    return zones
 
 
 @view_config(route_name="portal_frequency", request_method="GET", renderer=PAGE)
@@ -135,7 +143,12 @@ def change_hours(request: Any) -> Any:
         start = minute_of(start_text, "contact_hours")
         end = minute_of(end_text, "contact_hours", end=True)
         preferences.set_timezone(
-            request.dbsession, customer, request.POST.get("timezone", ""), actor, now=now
+            request.dbsession,
+            customer,
+            request.POST.get("timezone", ""),
+            actor,
+            allowed=_timezones_for(customer),
+            now=now,
         )
         preferences.set_contact_hours(request.dbsession, customer, start, end, actor, now=now)
     except InvalidInput as error:

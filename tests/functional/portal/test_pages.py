@@ -456,6 +456,47 @@ def test_unknown_topic_is_refused(portal, dbsession, camille, news):
     assert ledger(dbsession, camille) == []
 
 
+@pytest.mark.parametrize("choice", ["maybe", "", "YES", "1"])
+def test_an_unexpected_subscription_choice_changes_nothing(
+    portal, dbsession, camille, news, choice
+):
+    log_in(portal, camille, lang="en")
+    form = next(
+        f
+        for f in portal.get("/portal/topics").forms.values()
+        if f.fields.get("topic") and f["topic"].value == "news"
+    )
+    form.submit("subscribed", value="yes", status=303)
+    rows = len(ledger(dbsession, camille))
+    token = form["csrf_token"].value
+    post = {"csrf_token": token, "topic": "news"}
+    if choice:
+        post["subscribed"] = choice
+    page = portal.post("/portal/topics", post, status=400)
+    assert "Use the Subscribe or Unsubscribe button." in page.text
+    if choice:
+        assert f"“{choice}”" in page.text
+    assert len(ledger(dbsession, camille)) == rows
+    assert "You receive it." in portal.get("/portal/topics").text
+
+
+def test_an_unexpected_consent_box_value_changes_nothing(portal, courier, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    token = portal.get("/portal/channels").html.find("input", {"name": "csrf_token"})["value"]
+    portal.post(
+        "/portal/address/email",
+        {"csrf_token": token, "email": "new@example.com", "consent": "maybe"},
+        status=400,
+    )
+    portal.post(
+        "/portal/address/email",
+        {"csrf_token": token, "email": "new@example.com", "action": "delete"},
+        status=400,
+    )
+    assert fresh(dbsession, camille).email == "camille@example.com"
+    assert ledger(dbsession, camille) == [] and courier.sent == []
+
+
 # --- frequency, pause, hours, order -------------------------------------------------------
 
 
@@ -536,10 +577,10 @@ def test_contact_hours_and_timezone(portal, dbsession, camille):
     form = _form(portal.get("/portal/frequency"), "/portal/hours")
     form["start"] = "10:00"
     form["end"] = "19:30"
-    form["timezone"] = "America/Montreal"
+    form["timezone"] = "America/Toronto"
     form.submit(status=303)
     customer = fresh(dbsession, camille)
-    assert customer.timezone == "America/Montreal"
+    assert customer.timezone == "America/Toronto"
     assert (customer.preference.contact_start, customer.preference.contact_end) == (600, 1170)
     assert {e.field for e in ledger(dbsession, camille)} == {"timezone", "contact_hours"}
 
@@ -572,12 +613,12 @@ def test_refused_hours_stay_in_the_form_and_are_named(portal, dbsession, camille
     form = _form(portal.get("/portal/frequency"), "/portal/hours")
     form["start"] = "21:00"
     form["end"] = "21:00"
-    form["timezone"] = "America/Montreal"
+    form["timezone"] = "America/Toronto"
     page = form.submit(status=400)
     assert "Contact hours — “21:00 - 21:00”: The start and end times must differ." in page.text
     again = _form(page, "/portal/hours")
     assert (again["start"].value, again["end"].value) == ("21:00", "21:00")
-    assert again["timezone"].value == "America/Montreal"
+    assert again["timezone"].value == "America/Toronto"
     token = again["csrf_token"].value
     page = portal.post(
         "/portal/hours",
@@ -638,6 +679,53 @@ def test_refused_call_back_keeps_the_day_slot_and_phone(portal, dbsession, camil
     again = last_form(page)
     assert (again["day"].value, again["slot"].value) == (form["day"].value, "900")
     assert (again["phone"].value, again["note"].value) == ("0612", "About my card")
+
+
+@pytest.mark.parametrize("zone", ["Factory", "localtime", "Etc/GMT+3", "US/Eastern", "GB", ""])
+def test_only_real_places_time_zones_are_offered_and_accepted(portal, dbsession, camille, zone):
+    log_in(portal, camille, lang="en")
+    page = portal.get("/portal/frequency")
+    offered = [
+        value for value, _selected, _text in _form(page, "/portal/hours")["timezone"].options
+    ]
+    assert "Europe/Paris" in offered and "Indian/Reunion" in offered
+    assert not {"Factory", "localtime", "Etc/GMT+3", "US/Eastern", "GB", "EST5EDT"} & set(offered)
+    token = page.html.find("input", {"name": "csrf_token"})["value"]
+    answer = portal.post(
+        "/portal/hours",
+        {"csrf_token": token, "start": "09:00", "end": "18:00", "timezone": zone},
+        status=400,
+    )
+    assert "This is not a time zone we know" in answer.text
+    assert fresh(dbsession, camille).timezone == "Europe/Paris"
+    assert ledger(dbsession, camille) == []
+
+
+def test_a_legacy_time_zone_already_stored_can_be_kept(portal, dbsession):
+    customer = make_customer(dbsession, timezone="America/Montreal")
+    log_in(portal, customer, lang="en")
+    form = _form(portal.get("/portal/frequency"), "/portal/hours")
+    assert form["timezone"].value == "America/Montreal"
+    form["start"] = "08:00"
+    form.submit(status=303)
+    assert fresh(dbsession, customer).timezone == "America/Montreal"
+    assert [e.field for e in ledger(dbsession, customer)] == ["contact_hours"]
+
+
+def test_unknown_frequency_or_channel_changes_nothing(portal, dbsession, camille):
+    log_in(portal, camille, lang="en")
+    token = portal.get("/portal/frequency").html.find("input", {"name": "csrf_token"})["value"]
+    page = portal.post(
+        "/portal/frequency", {"csrf_token": token, "frequency": "hourly"}, status=400
+    )
+    assert "Frequency — “hourly”: Choose one of the frequencies offered." in page.text
+    page = portal.post(
+        "/portal/order",
+        {"csrf_token": token, "order1": "pigeon", "order2": "email", "order3": "sms"},
+        status=400,
+    )
+    assert "“pigeon, email, SMS, ”" not in page.text and "pigeon" in page.text
+    assert ledger(dbsession, camille) == []
 
 
 def test_channel_order(portal, dbsession, camille):

@@ -27,7 +27,7 @@ from prefcenter.seed import DEMO_API_KEY, DEMO_LOGINS, TABLES, seed_demo
 from prefcenter.services.apikeys import find_api_key
 from prefcenter.services.gdpr import erase_customer
 from prefcenter.services.ledger import Actor
-from prefcenter.services.preferences import set_address
+from prefcenter.services.preferences import customer_timezones, set_address
 from prefcenter.services.suppressions import current_address_hmac
 from prefcenter.services.users import authenticate
 
@@ -163,7 +163,7 @@ def test_customers_look_like_french_and_british_customers(seeded):
     assert zones["Europe/Paris"] > 0.6 * n
     for zone in (
         "Europe/London",
-        "America/Montreal",
+        "America/Toronto",
         "Indian/Reunion",
         "America/Guadeloupe",
         "Pacific/Noumea",
@@ -189,6 +189,12 @@ def test_every_seeded_phone_passes_the_app_phone_validation(seeded):
         assert normalize_phone(phone) == phone
         number = phonenumbers.parse(phone)
         assert phonenumbers.number_type(number) == PhoneNumberType.MOBILE, phone
+
+
+def test_every_seeded_timezone_is_one_the_portal_offers(seeded):
+    session, _ = seeded
+    zones = set(session.scalars(sa.select(Customer.timezone).distinct()))
+    assert zones and zones <= set(customer_timezones())
 
 
 def test_channel_consents_follow_the_specified_proportions(seeded):
