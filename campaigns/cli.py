@@ -7,6 +7,7 @@ imports campaigns otherwise) and calls :func:`register` with its command factory
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import threading
@@ -14,15 +15,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import yaml
 
 from prefcenter import cli as base
 from prefcenter import tasks as base_tasks
+from prefcenter.consent_settings import ConsentSettings
 from prefcenter.errors import InvalidInput, NotFound
-from prefcenter.models import utcnow
+from prefcenter.models import Customer, utcnow
+from prefcenter.models.vocabulary import CHANNELS
 
 from . import dispatch, services
 from . import tasks as campaign_tasks
+from .channels import printing
 
 Command = Callable[..., argparse.ArgumentParser]
 
@@ -114,6 +119,114 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _customer(session: Any, external_id: str) -> Any:
+    customer = session.scalar(sa.select(Customer).where(Customer.external_id == external_id))
+    if customer is None or customer.erased_at is not None:
+        raise base.CommandFailed(f"no customer with external id {external_id!r}")
+    return customer
+
+
+def _show(message: Any) -> None:
+    print(f"To: {message.to}")
+    for name, value in message.headers.items():
+        print(f"{name}: {value}")
+    if message.subject is not None:
+        print(f"Subject: {message.subject}")
+    print()
+    print(message.text)
+    if message.html:
+        print("\n--- HTML ---")
+        print(message.html)
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    settings = base.load_settings(args.config)
+    base_tasks.use_settings(settings)
+    dispatcher = campaign_tasks._dispatcher()
+    with base._session(settings["sqlalchemy.url"]) as session:
+        try:
+            campaign = services.get_campaign(session, args.campaign_id)
+            customer = _customer(session, args.external_id)
+            message = dispatch.preview(
+                session, campaign, customer, args.channel, dispatcher.links, utcnow()
+            )
+        except NotFound as exc:
+            raise base.CommandFailed(str(exc)) from None
+        except InvalidInput as exc:
+            base._print_invalid(exc)
+            return 2
+        _show(message)
+    return 0
+
+
+def _cmd_test_send(args: argparse.Namespace) -> int:
+    settings = base.load_settings(args.config)
+    base_tasks.use_settings(settings)
+    dispatcher = campaign_tasks._dispatcher()
+    with base._session(settings["sqlalchemy.url"]) as session:
+        try:
+            campaign = services.get_campaign(session, args.campaign_id)
+            customer = _customer(session, args.external_id)
+            sent = dispatch.test_send(
+                session, campaign, customer, args.channel, args.to, dispatcher, utcnow()
+            )
+        except NotFound as exc:
+            raise base.CommandFailed(str(exc)) from None
+        except InvalidInput as exc:
+            base._print_invalid(exc)
+            return 2
+    if not sent.ok:
+        raise base.CommandFailed(f"not sent: {sent.error or 'the provider asked to retry later'}")
+    print(f"test message sent to {args.to} ({sent.provider_message_id})")
+    return 0
+
+
+def _write(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"written to {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _cmd_call_list(args: argparse.Namespace) -> int:
+    settings = base.load_settings(args.config)
+    cfg = ConsentSettings.from_settings(settings)
+    with base._session(settings["sqlalchemy.url"]) as session:
+        entries = printing.call_list(session, args.day, cfg)
+    text = (
+        printing.as_json(entries)
+        if args.format == "json"
+        else printing.as_csv(entries, printing.CallEntry)
+    )
+    _write(text, args.output)
+    return 0
+
+
+def _cmd_print_file(args: argparse.Namespace) -> int:
+    settings = base.load_settings(args.config)
+    with base._session(settings["sqlalchemy.url"]) as session:
+        try:
+            campaign = services.get_campaign(session, args.campaign_id)
+        except NotFound as exc:
+            raise base.CommandFailed(str(exc)) from None
+        letters = printing.print_file(session, campaign.id)
+    text = (
+        printing.as_json(letters)
+        if args.format == "json"
+        else printing.as_csv(letters, printing.Letter)
+    )
+    _write(text, args.output)
+    return 0
+
+
+def _day(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a day (YYYY-MM-DD)") from None
+
+
 def _cmd_scheduler(args: argparse.Namespace) -> int:
     settings = base.load_settings(args.config)
     base._connected_broker(settings, "schedule", stub_exit_code=2)
@@ -165,6 +278,24 @@ def register(command: Command) -> None:
     action("forecast", _cmd_forecast, "Dry run: the counts launching now would give").add_argument(
         "campaign_id"
     )
+    for name, run, summary in (
+        ("preview", _cmd_preview, "Show the message one customer would get"),
+        ("test-send", _cmd_test_send, "Send one customer's message to your own address"),
+    ):
+        parser = action(name, run, summary)
+        parser.add_argument("campaign_id")
+        parser.add_argument("--external-id", required=True, help="whose message (member id)")
+        parser.add_argument("--channel", default="email", choices=CHANNELS, help="(email)")
+        if name == "test-send":
+            parser.add_argument("--to", required=True, help="the address to send the test to")
+    parser = action("call-list", _cmd_call_list, "The contact center's call list for a day")
+    parser.add_argument("--day", type=_day, default=dt.date.today(), help="YYYY-MM-DD (today)")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.add_argument("--output", help="file to write (default: standard output)")
+    parser = action("print-file", _cmd_print_file, "The letters of a campaign, for the printer")
+    parser.add_argument("campaign_id")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv")
+    parser.add_argument("--output", help="file to write (default: standard output)")
 
     sub = command(
         "scheduler",

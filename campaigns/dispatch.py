@@ -22,12 +22,14 @@ from sqlalchemy.orm import Session
 
 from prefcenter import policy
 from prefcenter.consent_settings import ConsentSettings
+from prefcenter.errors import InvalidInput
 from prefcenter.i18n import _, translate
 from prefcenter.models import ContactLogEntry, Customer, Topic, utcnow
 from prefcenter.portal.links import portal_token, unsubscribe_token
 
 from . import rendering
 from .channels import Outgoing, Sent, Transport
+from .channels.outbox import OutboxTransport
 from .channels.sms import sms_length
 from .models import Campaign, Delivery
 
@@ -547,3 +549,49 @@ def campaign_counts(session: Session, campaign_id: uuid.UUID) -> dict:
             counts[status] = counts.get(status, 0) + n
     counts["skipped"] = dict(sorted(skipped.items()))
     return counts
+
+
+def preview(
+    session: Session,
+    campaign: Campaign,
+    customer: Customer,
+    channel: str,
+    links: Links,
+    now: dt.datetime,
+) -> Outgoing:
+    """The message ``customer`` would get on ``channel``, rendered as dispatch would."""
+    if channel not in campaign.channels:
+        raise InvalidInput.one(
+            "channel",
+            channel,
+            f"is not one of this campaign's channels ({', '.join(campaign.channels)})",
+        )
+    topic = session.get_one(Topic, campaign.topic_id)
+    try:
+        return build_message(
+            _DeliveryView(uuid.uuid4(), channel), campaign, topic, customer, links, now
+        )
+    except KeyError:
+        raise InvalidInput.one("channel", channel, "has no content in this campaign") from None
+
+
+def test_send(
+    session: Session,
+    campaign: Campaign,
+    customer: Customer,
+    channel: str,
+    to: str,
+    dispatcher: Dispatcher,
+    now: dt.datetime,
+) -> Sent:
+    """Send the preview for ``customer`` to ``to`` (a marketer's own address): no delivery,
+    no reservation, no policy — it is not a message to that customer."""
+    message = dataclasses.replace(
+        preview(session, campaign, customer, channel, dispatcher.links, now),
+        to=to,
+        categories=(f"campaign:{campaign.id}", "test-send"),
+    )
+    transport = dispatcher.transports[channel]
+    if isinstance(transport, OutboxTransport):
+        return transport.send(session, [message], test=True)[0]
+    return transport.send(session, [message])[0]

@@ -15,10 +15,11 @@ from . import Outgoing, Sent
 class OutboxTransport:
     in_database = True
 
-    def send(self, session: Session, messages: list[Outgoing]) -> list[Sent]:
+    def send(self, session: Session, messages: list[Outgoing], *, test: bool = False) -> list[Sent]:
+        """Keep the messages; ``test``: a test-send, tied to no delivery."""
         rows = [
             OutboxMessage(
-                delivery_id=m.delivery_id,
+                delivery_id=None if test else m.delivery_id,
                 channel=m.channel,
                 to_address=m.to,
                 subject=m.subject,

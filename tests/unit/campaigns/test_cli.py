@@ -90,3 +90,37 @@ def test_the_scheduler_refuses_the_stub_broker(seeded_ini, capsys):
     code, _, err = run(capsys, "-c", seeded_ini, "scheduler", "--once")
     assert code == 2
     assert "stub" in err
+
+
+def test_preview_call_list_and_print_file(seeded_ini, tmp_path, capsys):
+    spec = tmp_path / "winter.json"
+    spec.write_text(json.dumps(SPEC))
+    campaign_id = run(capsys, "-c", seeded_ini, "campaign", "create", str(spec))[1].strip()
+
+    code, out, _ = run(
+        capsys, "-c", seeded_ini, "campaign", "preview", campaign_id, "--external-id", "DEMO-000001"
+    )
+    assert code == 0
+    assert "Subject: Soldes" in out and "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in out
+    code, _, err = run(
+        capsys, "-c", seeded_ini, "campaign", "preview", campaign_id, "--external-id", "NOPE"
+    )
+    assert (code, err.strip()) == (1, "prefcenter campaign: no customer with external id 'NOPE'")
+
+    output = tmp_path / "calls.json"
+    code, _, _ = run(
+        capsys,
+        "-c",
+        seeded_ini,
+        "campaign",
+        "call-list",
+        "--day",
+        "2026-12-01",
+        "--format",
+        "json",
+        "--output",
+        str(output),
+    )
+    assert code == 0 and isinstance(json.loads(output.read_text()), list)
+    code, out, _ = run(capsys, "-c", seeded_ini, "campaign", "print-file", campaign_id)
+    assert out.splitlines()[0] == "external_id,name,line1,line2,postal_code,city,country,text"

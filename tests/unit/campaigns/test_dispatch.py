@@ -11,6 +11,7 @@ from campaigns import dispatch, planner
 from campaigns.channels import Sent
 from campaigns.channels.outbox import OutboxTransport
 from campaigns.models import Campaign, Delivery, OutboxMessage
+from prefcenter.errors import InvalidInput
 from prefcenter.models import ContactLogEntry, Customer
 from prefcenter.portal.links import read_unsubscribe_token
 from tests.factories import make_topic
@@ -316,3 +317,31 @@ def test_a_throttled_campaign_queues_no_more_than_its_rate_per_rolling_minute(db
 
     assert (len(first), len(again), len(next_minute)) == (2, 0, 2)
     assert not set(first) & set(next_minute)
+
+
+def test_preview_renders_without_writing_and_test_send_reaches_only_the_given_address(
+    dbsession, topic
+):
+    marie = reachable_customer(dbsession, topic, first_name="Marie", attributes={"points": 5})
+    campaign = launched(dbsession, topic, marie)
+
+    shown = dispatch.preview(dbsession, campaign, marie, "email", dispatcher().links, AT)
+    sent = dispatch.test_send(
+        dbsession, campaign, marie, "email", "marketer@example.com", dispatcher(), AT
+    )
+
+    assert (shown.to, shown.subject, shown.text) == (
+        marie.email,
+        "Bonjour Marie",
+        "Marie : 5 points",
+    )
+    assert sent.ok
+    test = dbsession.scalars(
+        sa.select(OutboxMessage).where(OutboxMessage.to_address == "marketer@example.com")
+    ).one()
+    assert test.delivery_id is None and test.subject == "Bonjour Marie"
+    # Neither touched the campaign's own delivery to Marie.
+    assert delivery_of(dbsession, campaign, marie).status == "planned"
+    with pytest.raises(InvalidInput) as excinfo:
+        dispatch.preview(dbsession, campaign, marie, "post", dispatcher().links, AT)
+    assert excinfo.value.errors[0].field == "channel"
