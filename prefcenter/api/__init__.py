@@ -17,7 +17,7 @@ from ..consent_settings import ConsentSettings
 from ..settings import as_bool
 from . import views
 from .problems import ApiProblem, error_view, http_exception_view, problem_view
-from .security import ApiConfig, TokenBuckets, api_view
+from .security import ApiConfig, TokenBuckets, VerifiedKeys, api_view
 from .spec import SPEC_PATH, Spec
 
 API_PATHS = r"^/api/"
@@ -26,6 +26,7 @@ DEFAULTS = {
     "prefcenter.api.burst": "100",
     "prefcenter.api.max_body_bytes": str(2 * 1024 * 1024),
     "prefcenter.api.validate_responses": "true",
+    "prefcenter.api.key_cache_seconds": "5",
 }
 
 # (route, method, operationId in openapi.yaml, view)
@@ -77,6 +78,7 @@ def includeme(config: Any) -> None:
         ),
         max_body_bytes=int(settings["prefcenter.api.max_body_bytes"]),
         validate_responses=as_bool(settings["prefcenter.api.validate_responses"]),
+        keys=VerifiedKeys(ttl=float(settings["prefcenter.api.key_cache_seconds"])),
     )
     webhook_tasks.configure(secret)
 

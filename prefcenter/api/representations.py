@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any
 
 from ..consent_settings import ConsentSettings, format_minute
 from ..models import Customer, Topic, WebhookEndpoint
 from ..models.vocabulary import CHANNELS
-from ..services.preferences import consent_for
+from ..services import customers
 
 
 def iso(moment: dt.datetime | None) -> str | None:
@@ -17,14 +16,13 @@ def iso(moment: dt.datetime | None) -> str | None:
 
 
 def postal_address(customer: Customer) -> dict[str, Any] | None:
-    lines = {
-        "line1": customer.postal_line1,
-        "line2": customer.postal_line2,
-        "postal_code": customer.postal_code,
-        "city": customer.city,
-        "country": customer.country,
-    }
-    return lines if any(lines.values()) else None
+    return customers.postal_address(
+        customer.postal_line1,
+        customer.postal_line2,
+        customer.postal_code,
+        customer.city,
+        customer.country,
+    )
 
 
 def customer_json(customer: Customer) -> dict[str, Any]:
@@ -45,48 +43,36 @@ def customer_json(customer: Customer) -> dict[str, Any]:
     }
 
 
-def _channel_address(customer: Customer, channel: str) -> Any:
-    if channel == "email":
-        return customer.email
-    if channel == "post":
-        return postal_address(customer)
-    return customer.phone
-
-
-def preferences_json(
-    customer: Customer, topics: Sequence[Topic], cfg: ConsentSettings
-) -> dict[str, Any]:
-    channels = {}
-    for channel in CHANNELS:
-        consent = consent_for(customer, channel)
-        channels[channel] = {
-            "status": consent.status if consent else "none",
-            "address": _channel_address(customer, channel),
+def preferences_json(shown: customers.PreferencesShown, cfg: ConsentSettings) -> dict[str, Any]:
+    addresses = {"email": shown.email, "post": shown.postal_address}
+    channels = {
+        channel: {
+            "status": shown.consents.get(channel, "none"),
+            "address": addresses.get(channel, shown.phone),
         }
-    subscriptions = {s.topic_id: s for s in customer.subscriptions}
+        for channel in CHANNELS
+    }
     receives: dict[str, bool] = {}
     topic_frequency: dict[str, str] = {}
-    for topic in topics:
-        subscription = subscriptions.get(topic.id)
-        if subscription is None:
+    for topic in shown.topics:
+        if topic.status is None:
             receives[topic.key] = topic.regime == "opt_out"
             continue
-        receives[topic.key] = subscription.status == "subscribed"
-        if subscription.frequency:
-            topic_frequency[topic.key] = subscription.frequency
-    preference = customer.preference
+        receives[topic.key] = topic.status == "subscribed"
+        if topic.frequency:
+            topic_frequency[topic.key] = topic.frequency
     start, end = cfg.default_contact_hours
-    if preference is not None and preference.contact_start is not None:
-        start, end = preference.contact_start, preference.contact_end or 0
-    order = preference.channels if preference is not None else []
+    if shown.has_preference and shown.contact_start is not None:
+        start, end = shown.contact_start, shown.contact_end or 0
+    order = [c for c in (shown.channel_order or "").split(",") if c]
     return {
         "channels": channels,
         "topics": receives,
-        "frequency": preference.frequency if preference else "any",
+        "frequency": shown.frequency if shown.has_preference else "any",
         "topic_frequency": topic_frequency,
-        "paused_until": iso(preference.paused_until) if preference else None,
+        "paused_until": iso(shown.paused_until),
         "contact_hours": {"start": format_minute(start), "end": format_minute(end)},
-        "timezone": customer.timezone,
+        "timezone": shown.timezone,
         "channel_order": order or list(cfg.default_channel_order),
     }
 

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from ..consent_settings import ConsentSettings
 from ..errors import InvalidField
-from ..models import ApiKey, utcnow
-from ..services.apikeys import find_api_key
+from ..models import utcnow
+from ..services.apikeys import VerifiedKey, hash_key, prefix_of, verify_api_key
 from ..services.ledger import Actor
 from .problems import ApiProblem
 from .spec import Operation, Spec
@@ -60,6 +60,41 @@ class TokenBuckets:
             return (1 - tokens) / self.rate
 
 
+class VerifiedKeys:
+    """API keys this process verified in the last ``ttl`` seconds, by SHA-256 digest.
+
+    Most requests then skip the key lookup. A key revoked meanwhile (``prefcenter
+    revoke-api-key``, another process) keeps working here for at most ``ttl`` seconds;
+    ``ttl`` 0 looks every key up. Unknown keys are never remembered.
+    """
+
+    def __init__(
+        self, ttl: float, size: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._keys: dict[str, tuple[VerifiedKey, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> VerifiedKey | None:
+        found = self._keys.get(digest)
+        if found is None or found[1] <= self.clock():
+            return None
+        return found[0]
+
+    def remember(self, digest: str, key: VerifiedKey) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._keys) >= self.size:
+                now = self.clock()
+                self._keys = {d: kept for d, kept in self._keys.items() if kept[1] > now}
+                if len(self._keys) >= self.size:
+                    self._keys.clear()
+            self._keys[digest] = (key, self.clock() + self.ttl)
+
+
 @dataclasses.dataclass(frozen=True)
 class ApiConfig:
     """What the API needs from the settings, read once at start-up."""
@@ -70,6 +105,7 @@ class ApiConfig:
     buckets: TokenBuckets
     max_body_bytes: int
     validate_responses: bool
+    keys: VerifiedKeys
 
 
 @dataclasses.dataclass
@@ -78,7 +114,7 @@ class Call:
 
     request: Any
     session: Session
-    api_key: ApiKey
+    api_key: VerifiedKey
     body: Any
     params: dict[str, Any]
     config: ApiConfig
@@ -105,7 +141,7 @@ def _bearer(request: Any) -> str | None:
     return token.strip()
 
 
-def authenticate(request: Any, session: Session) -> ApiKey:
+def authenticate(request: Any, keys: VerifiedKeys) -> VerifiedKey:
     token = _bearer(request)
     if token is None:
         raise ApiProblem(
@@ -113,7 +149,14 @@ def authenticate(request: Any, session: Session) -> ApiKey:
             "Send an API key as 'Authorization: Bearer <key>'.",
             headers={"WWW-Authenticate": 'Bearer realm="prefcenter"'},
         )
-    api_key = find_api_key(session, token)
+    api_key = None
+    if prefix_of(token) is not None:
+        digest = hash_key(token)
+        api_key = keys.get(digest)
+        if api_key is None:
+            api_key = verify_api_key(request.dbsession, digest)
+            if api_key is not None:
+                keys.remember(digest, api_key)
     if api_key is None:
         raise ApiProblem(
             401,
@@ -123,7 +166,7 @@ def authenticate(request: Any, session: Session) -> ApiKey:
     return api_key
 
 
-def authorize(api_key: ApiKey, operation: Operation) -> None:
+def authorize(api_key: VerifiedKey, operation: Operation) -> None:
     if operation.scopes and not set(operation.scopes) & set(api_key.scopes):
         raise ApiProblem(
             403,
@@ -158,8 +201,19 @@ def _storable(text: str) -> bool:
     return True
 
 
+def _surely_storable(value: Any) -> bool:
+    # One C-speed pass: lone surrogates fail to encode, a NUL is dumped as \u0000.
+    try:
+        dumped = json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return False
+    return b"\\u0000" not in dumped
+
+
 def unstorable_text(value: Any, pointer: str = "") -> list[InvalidField]:
     """Strings (keys too) we could not store, named by JSON pointer."""
+    if isinstance(value, dict | list) and _surely_storable(value):
+        return []
     found: list[InvalidField] = []
     if isinstance(value, str):
         if not _storable(value):
@@ -209,8 +263,7 @@ def api_view(operation_id: str, view: Callable[[Call], Reply]) -> Callable[[Any]
     def handle(request: Any) -> Response:
         config: ApiConfig = request.registry["api"]
         operation = config.spec.operations[operation_id]
-        session = request.dbsession
-        api_key = authenticate(request, session)
+        api_key = authenticate(request, config.keys)
         authorize(api_key, operation)
         wait = config.buckets.take(api_key.prefix)
         if wait:
@@ -235,7 +288,7 @@ def api_view(operation_id: str, view: Callable[[Call], Reply]) -> Callable[[Any]
             errors = unstorable_text(body) or config.spec.errors(operation.body_schema, body)
             if errors:
                 raise ApiProblem(422, "The request body does not match the schema.", errors)
-        call = Call(request, session, api_key, body, {**path, **query}, config, utcnow())
+        call = Call(request, request.dbsession, api_key, body, {**path, **query}, config, utcnow())
         reply = view(call)
         if config.validate_responses:
             config.spec.check_response(operation, reply.status, MEDIA_TYPE, reply.body)

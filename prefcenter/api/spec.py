@@ -95,6 +95,9 @@ class Spec:
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
         self.operations: dict[str, Operation] = {}
+        # id(schema) -> (schema, validators): the schemas are the document's own, kept alive.
+        self._compiled: dict[int, tuple[Any, Draft202012Validator, Any]] = {}
+        self._parameters: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         for path, item in document["paths"].items():
             shared = tuple(item.get("parameters", ()))
             for method, op in item.items():
@@ -126,7 +129,11 @@ class Spec:
         return Draft202012Validator(schema, format_checker=_FORMATS), fast
 
     def errors(self, schema: Mapping[str, Any], instance: Any) -> list[InvalidField]:
-        validator, fast = self._validators(json.dumps(schema, sort_keys=True))
+        compiled = self._compiled.get(id(schema))
+        if compiled is None or compiled[0] is not schema:
+            compiled = (schema, *self._validators(json.dumps(schema, sort_keys=True)))
+            self._compiled[id(schema)] = compiled
+        _schema, validator, fast = compiled
         # The compiled (Rust) validator answers "valid?" fast; on "no", the Python one names
         # every error. A request is rejected only on the Python validator's word.
         if fast is not None and fast.is_valid(instance):
@@ -144,8 +151,12 @@ class Spec:
         return node
 
     def parameters(self, operation: Operation, where: str) -> list[Mapping[str, Any]]:
-        found = (self._resolve(p) for p in operation.parameters)
-        return [p for p in found if p["in"] == where]
+        known = self._parameters.get((operation.operation_id, where))
+        if known is None:
+            found = (self._resolve(p) for p in operation.parameters)
+            known = [p for p in found if p["in"] == where]
+            self._parameters[(operation.operation_id, where)] = known
+        return known
 
     def check_parameters(
         self, operation: Operation, where: str, raw: Mapping[str, str]

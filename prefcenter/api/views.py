@@ -68,12 +68,11 @@ def list_customers(call: Call) -> Reply:
 # --- preferences ------------------------------------------------------------------------------
 
 
-def _preferences(call: Call, customer: Customer) -> dict:
-    return shown.preferences_json(customer, topics.list_topics(call.session), call.config.consent)
-
-
 def get_preferences(call: Call) -> Reply:
-    return Reply(200, _preferences(call, _customer(call, with_preferences=True)))
+    found = customers.read_preferences(call.session, call.params["external_id"])
+    if found is None:
+        raise ApiProblem(404, f"No customer has the external id {call.params['external_id']!r}.")
+    return Reply(200, shown.preferences_json(found, call.config.consent))
 
 
 def patch_preferences(call: Call) -> Reply:
@@ -92,7 +91,10 @@ def patch_preferences(call: Call) -> Reply:
         )
     except InvalidInput as exc:
         raise _rejected(exc) from None
-    body = _preferences(call, customer)
+    body = shown.preferences_json(
+        customers.preferences_shown(customer, topics.list_topics(call.session)),
+        call.config.consent,
+    )
     body["confirmations"] = [
         {"channel": c.channel, "status": "confirmation_sent", "expires_at": shown.iso(c.expires_at)}
         for c in challenges

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
+import uuid
 from collections.abc import Iterable
 
 import sqlalchemy as sa
@@ -77,6 +79,29 @@ def find_api_key(session: Session, plaintext: str) -> ApiKey | None:
     return session.scalar(
         sa.select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext), ApiKey.revoked_at.is_(None))
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedKey:
+    """What a request needs to know about the active API key it presented."""
+
+    id: uuid.UUID
+    prefix: str
+    scopes: tuple[str, ...]
+
+
+_ACTIVE_KEY = sa.select(ApiKey.id, ApiKey.prefix, ApiKey.scopes).where(
+    ApiKey.key_hash == sa.bindparam("key_hash"), ApiKey.revoked_at.is_(None)
+)
+
+
+def verify_api_key(session: Session, digest: str) -> VerifiedKey | None:
+    """The active key whose SHA-256 (:func:`hash_key`) is ``digest``, or None.
+
+    One indexed lookup by digest: a key has 256 bits of entropy, so a fast hash is safe.
+    """
+    row = session.execute(_ACTIVE_KEY, {"key_hash": digest}).one_or_none()
+    return VerifiedKey(row.id, row.prefix, tuple(row.scopes)) if row is not None else None
 
 
 def revoke_api_key(session: Session, prefix: str) -> ApiKey:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,8 +18,8 @@ from sqlalchemy.orm import Session, joinedload
 
 from ..consent_settings import ADDRESS_KIND, ConsentSettings
 from ..errors import InvalidField, InvalidInput
-from ..models import Customer
-from ..models.vocabulary import LOCALES
+from ..models import ChannelConsent, ContactPreference, Customer, Topic, TopicSubscription
+from ..models.vocabulary import CHANNELS, LOCALES
 from . import preferences
 from .ledger import Actor
 
@@ -43,6 +44,167 @@ def get_customer(
             joinedload(Customer.preference),
         )
     return session.scalars(query).unique().one_or_none()
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicChoice:
+    """A topic and the customer's stored choice about it (None: never chosen)."""
+
+    key: str
+    regime: str
+    status: str | None
+    frequency: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencesShown:
+    """Everything the API shows of a customer's preferences, as plain values."""
+
+    email: str | None
+    phone: str | None
+    postal_address: dict[str, str | None] | None
+    timezone: str
+    consents: dict[str, str]  # channel -> status, only channels with a stored consent
+    topics: tuple[TopicChoice, ...]  # every topic, by key
+    has_preference: bool
+    frequency: str | None
+    channel_order: str | None
+    contact_start: int | None
+    contact_end: int | None
+    paused_until: dt.datetime | None
+
+
+def postal_address(
+    line1: str | None,
+    line2: str | None,
+    postal_code: str | None,
+    city: str | None,
+    country: str | None,
+) -> dict[str, str | None] | None:
+    lines = {
+        "line1": line1,
+        "line2": line2,
+        "postal_code": postal_code,
+        "city": city,
+        "country": country,
+    }
+    return lines if any(lines.values()) else None
+
+
+def preferences_shown(customer: Customer, topics: Sequence[Topic]) -> PreferencesShown:
+    """The same facts as :func:`read_preferences`, from a loaded customer (after a change)."""
+    subscriptions = {s.topic_id: s for s in customer.subscriptions}
+    preference = customer.preference
+    return PreferencesShown(
+        email=customer.email,
+        phone=customer.phone,
+        postal_address=postal_address(
+            customer.postal_line1,
+            customer.postal_line2,
+            customer.postal_code,
+            customer.city,
+            customer.country,
+        ),
+        timezone=customer.timezone,
+        consents={c.channel: c.status for c in customer.consents},
+        topics=tuple(
+            TopicChoice(
+                t.key,
+                t.regime,
+                subscriptions[t.id].status if t.id in subscriptions else None,
+                subscriptions[t.id].frequency if t.id in subscriptions else None,
+            )
+            for t in topics
+        ),
+        has_preference=preference is not None,
+        frequency=preference.frequency if preference else None,
+        channel_order=preference.channel_order if preference else None,
+        contact_start=preference.contact_start if preference else None,
+        contact_end=preference.contact_end if preference else None,
+        paused_until=preference.paused_until if preference else None,
+    )
+
+
+def _preferences_query() -> sa.Select[Any]:
+    # One row per topic (at least one): every table joined is unique per customer (and topic).
+    customers = Customer.__table__
+    preference = ContactPreference.__table__
+    topics = Topic.__table__
+    subscription = TopicSubscription.__table__
+    consents = {ch: ChannelConsent.__table__.alias(f"consent_{ch}") for ch in CHANNELS}
+    joined = customers.outerjoin(preference, preference.c.customer_id == customers.c.id)
+    for channel, consent in consents.items():
+        joined = joined.outerjoin(
+            consent,
+            sa.and_(consent.c.customer_id == customers.c.id, consent.c.channel == channel),
+        )
+    joined = joined.outerjoin(topics, sa.true()).outerjoin(
+        subscription,
+        sa.and_(
+            subscription.c.customer_id == customers.c.id, subscription.c.topic_id == topics.c.id
+        ),
+    )
+    return (
+        sa.select(
+            customers.c.email,
+            customers.c.phone,
+            customers.c.postal_line1,
+            customers.c.postal_line2,
+            customers.c.postal_code,
+            customers.c.city,
+            customers.c.country,
+            customers.c.timezone,
+            *(consent.c.status.label(f"{ch}_status") for ch, consent in consents.items()),
+            preference.c.customer_id.label("preference_of"),
+            preference.c.frequency,
+            preference.c.channel_order,
+            preference.c.contact_start,
+            preference.c.contact_end,
+            preference.c.paused_until,
+            topics.c.key.label("topic_key"),
+            topics.c.regime.label("topic_regime"),
+            subscription.c.status.label("subscription_status"),
+            subscription.c.frequency.label("subscription_frequency"),
+        )
+        .select_from(joined)
+        .where(customers.c.external_id == sa.bindparam("external_id"))
+        .order_by(topics.c.key)
+    )
+
+
+_PREFERENCES = _preferences_query()
+
+
+def read_preferences(session: Session, external_id: str) -> PreferencesShown | None:
+    """The preferences of the customer with this loyalty member id, in one query; or None."""
+    rows = session.execute(_PREFERENCES, {"external_id": external_id}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return PreferencesShown(
+        email=first.email,
+        phone=first.phone,
+        postal_address=postal_address(
+            first.postal_line1, first.postal_line2, first.postal_code, first.city, first.country
+        ),
+        timezone=first.timezone,
+        consents={
+            ch: status for ch in CHANNELS if (status := getattr(first, f"{ch}_status")) is not None
+        },
+        topics=tuple(
+            TopicChoice(
+                r.topic_key, r.topic_regime, r.subscription_status, r.subscription_frequency
+            )
+            for r in rows
+            if r.topic_key is not None
+        ),
+        has_preference=first.preference_of is not None,
+        frequency=first.frequency,
+        channel_order=first.channel_order,
+        contact_start=first.contact_start,
+        contact_end=first.contact_end,
+        paused_until=first.paused_until,
+    )
 
 
 def _collect(errors: list[InvalidField], field: str, exc: InvalidInput) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import webtest
 import yaml
@@ -9,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from prefcenter import make_wsgi_app
 from prefcenter.api import OPERATIONS
-from prefcenter.api.security import TokenBuckets
+from prefcenter.api.security import TokenBuckets, VerifiedKeys, unstorable_text
 from prefcenter.api.spec import Spec
 from prefcenter.db import DBBIND_KEY
-from prefcenter.services.apikeys import revoke_api_key
+from prefcenter.services.apikeys import VerifiedKey, revoke_api_key
 from tests.conftest import app_settings
 from tests.factories import make_api_key, make_customer
 
@@ -239,3 +241,51 @@ def test_text_that_cannot_be_stored_is_rejected_not_a_500(testapp, bearer) -> No
     )
     assert response.json["errors"][0]["pointer"] == "/attributes/note"
     assert response.json["errors"][0]["code"] == "invalid_character"
+
+
+def test_a_revoked_key_is_refused_once_its_verification_is_forgotten(
+    connection, broker, dbsession: Session
+) -> None:
+    app = _app_with(connection, broker, **{"prefcenter.api.key_cache_seconds": "5"})
+    now = [100.0]
+    app.app.registry["api"].keys.clock = lambda: now[0]
+    key, plaintext = make_api_key(dbsession, scopes=("admin",))
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    app.get("/api/v1/topics", headers=headers, status=200)
+    revoke_api_key(dbsession, key.prefix)
+    app.get("/api/v1/topics", headers=headers, status=200)  # verified 0 s ago: remembered
+    now[0] += 5
+    app.get("/api/v1/topics", headers=headers, status=401)
+
+
+def test_with_no_key_cache_a_revoked_key_is_refused_at_once(
+    connection, broker, dbsession: Session
+) -> None:
+    app = _app_with(connection, broker, **{"prefcenter.api.key_cache_seconds": "0"})
+    key, plaintext = make_api_key(dbsession, scopes=("admin",))
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    app.get("/api/v1/topics", headers=headers, status=200)
+    revoke_api_key(dbsession, key.prefix)
+    app.get("/api/v1/topics", headers=headers, status=401)
+
+
+def test_verified_keys_forget_the_oldest_when_full() -> None:
+    now = [0.0]
+    keys = VerifiedKeys(ttl=10, size=2, clock=lambda: now[0])
+    for n in range(3):
+        keys.remember(f"d{n}", VerifiedKey(uuid.uuid4(), f"p{n}", ("admin",)))
+        now[0] += 4
+    assert keys.get("d2") is not None
+    assert keys.get("d0") is None  # dropped when the cache was full
+    now[0] = 100
+    assert keys.get("d2") is None
+
+
+def test_text_that_cannot_be_stored_is_named_wherever_it_is() -> None:
+    body = {"a": ["fine", "lone \ud800"], "k\x00": 1, "ok": "a literal \\u0000 is fine"}
+    found = unstorable_text(body)
+    assert [(f.field, f.code) for f in found] == [
+        ("/a/1", "invalid_character"),
+        ("/k\x00", "invalid_character"),
+    ]
+    assert unstorable_text({"ok": "a literal \\u0000 is fine", "é": ["ü"]}) == []

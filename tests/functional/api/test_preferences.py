@@ -183,3 +183,51 @@ def test_decision_with_an_unknown_topic_or_channel_is_a_400(testapp, bearer, dbs
         "/api/v1/customers/P-8/decision?channel=fax&topic=nope", headers=headers, status=400
     )
     assert response.json["errors"][0]["parameter"] == "channel"
+
+
+def test_get_shows_exactly_what_the_patch_answered(testapp, bearer, dbsession) -> None:
+    make_customer(
+        dbsession,
+        external_id="P-9",
+        email="p9@example.com",
+        phone="+33612345609",
+        postal_line1="1 rue de la Paix",
+        postal_code="75002",
+        city="Paris",
+        country="FR",
+    )
+    offers = make_topic(dbsession, key="offers_p9")
+    news = make_topic(dbsession, key="news_p9", regime="opt_out")
+    make_topic(dbsession, key="alerts_p9", kind="alert", regime="opt_out")
+    headers = bearer("preferences:write", "preferences:read")
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=5)).replace(microsecond=0)
+    patched = testapp.patch_json(
+        "/api/v1/customers/P-9/preferences",
+        {
+            "channels": {
+                "email": {"status": "granted", "proof": PROOF},
+                "sms": {"status": "refused"},
+                "post": {"status": "granted", "proof": PROOF},
+            },
+            "topics": {offers.key: True, news.key: False},
+            "frequency": "monthly",
+            "topic_frequency": {offers.key: "weekly"},
+            "contact_hours": {"start": "21:00", "end": "07:30"},
+            "channel_order": ["post", "email"],
+            "paused_until": until.isoformat(),
+        },
+        headers=headers,
+    ).json
+    read = testapp.get("/api/v1/customers/P-9/preferences", headers=headers).json
+    assert patched.pop("confirmations") == []
+    assert read == patched
+    assert list(read["topics"]) == list(patched["topics"])  # same topic order too
+    assert read["channels"]["post"]["address"]["city"] == "Paris"
+    assert read["channels"]["phone"] == {"status": "none", "address": "+33612345609"}
+
+
+def test_get_preferences_of_an_unknown_customer_is_a_404(testapp, bearer) -> None:
+    response = testapp.get(
+        "/api/v1/customers/P-NOBODY/preferences", headers=bearer("preferences:read"), status=404
+    )
+    assert "P-NOBODY" in response.json["detail"]

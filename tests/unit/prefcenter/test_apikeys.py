@@ -8,10 +8,13 @@ from prefcenter.errors import InvalidInput, NotFound
 from prefcenter.models import ApiKey
 from prefcenter.models.vocabulary import API_SCOPES
 from prefcenter.services.apikeys import (
+    VerifiedKey,
     create_api_key,
     find_api_key,
+    hash_key,
     register_api_key,
     revoke_api_key,
+    verify_api_key,
 )
 from tests.factories import make_api_key
 
@@ -100,3 +103,14 @@ def test_register_api_key_refuses_a_prefix_already_used(dbsession):
         register_api_key(dbsession, "k", ["admin"], other)
     [error] = caught.value.errors
     assert (error.field, error.value) == ("prefix", api_key.prefix)
+
+
+def test_verify_api_key_finds_an_active_key_by_its_digest(dbsession):
+    api_key, plaintext = make_api_key(dbsession, scopes=("customers:read", "gdpr"))
+
+    verified = verify_api_key(dbsession, hash_key(plaintext))
+
+    assert verified == VerifiedKey(api_key.id, api_key.prefix, ("customers:read", "gdpr"))
+    assert verify_api_key(dbsession, hash_key(plaintext + "x")) is None
+    revoke_api_key(dbsession, api_key.prefix)
+    assert verify_api_key(dbsession, hash_key(plaintext)) is None
