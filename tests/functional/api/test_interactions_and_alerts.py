@@ -185,3 +185,29 @@ def test_an_alert_on_a_marketing_topic_or_unknown_customer_is_rejected(
         status=422,
     )
     assert {e["pointer"] for e in response.json["errors"]} == {"/external_id", "/topic"}
+
+
+def test_an_unknown_member_does_not_take_a_key_from_a_known_one(testapp, bearer, dbsession) -> None:
+    fay = make_customer(dbsession, external_id="I-FAY")
+    batch = {
+        "interactions": [
+            _item("I-NOBODY", "f1", "2026-03-01T10:00:00Z"),
+            _item("I-FAY", "f1", "2026-03-02T10:00:00Z", data={"nested": {"list": [1, "é"]}}),
+            _item("I-FAY", "f2", "2026-03-03T10:00:00+02:00", data={}),
+        ]
+    }
+    body = testapp.post_json("/api/v1/interactions", batch, headers=bearer("interactions:write"))
+    assert [r["status"] for r in body.json["results"]] == ["unknown_customer", "created", "created"]
+    dbsession.expire_all()
+    stored = dbsession.scalars(
+        sa.select(Interaction)
+        .where(Interaction.customer_id == fay.id)
+        .order_by(Interaction.occurred_at)
+    ).all()
+    assert [(i.idempotency_key, i.data, i.source) for i in stored] == [
+        ("f1", {"nested": {"list": [1, "é"]}}, stored[0].source),
+        ("f2", {}, stored[0].source),
+    ]
+    assert stored[0].source.startswith("api:")
+    assert stored[1].occurred_at == dt.datetime(2026, 3, 3, 8, 0, tzinfo=dt.UTC)
+    assert dbsession.get(Customer, fay.id).last_interaction_at == stored[1].occurred_at
