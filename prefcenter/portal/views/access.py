@@ -127,6 +127,14 @@ def ask_for_link(request: Any) -> dict[str, Any]:
     return {"sent": True, "email": "", "errors": [], "hours": settings.link_hours}
 
 
+@view_config(route_name="portal_logout", request_method="GET", renderer=TEMPLATES + "logout.html")
+def logout_form(request: Any) -> Any:
+    """A typed or bookmarked /portal/logout: a button, since logging out stays a POST."""
+    if current_customer(request) is None:
+        return HTTPSeeOther(request.route_url("portal_login"))
+    return {}
+
+
 @view_config(route_name="portal_logout", request_method="POST")
 def logout(request: Any) -> HTTPSeeOther:
     lang = request.localizer.locale_name

@@ -229,3 +229,77 @@ def test_a_portal_visit_is_an_inbound_interaction_once_a_day(portal, dbsession):
     ).all()
     assert kinds == ["portal_visit"]
     assert dbsession.get(Customer, customer.id).last_interaction_at is not None
+
+
+# --- the portal's own error pages -------------------------------------------------------
+
+
+def test_an_expired_form_gets_a_portal_page_in_the_customer_language(portal, dbsession):
+    customer = make_customer(dbsession, locale="en")
+    log_in(portal, customer)
+    page = portal.post("/portal/topics", {"topic": "news", "subscribed": "no"}, status=400)
+    assert page.html.find("h1").text == "This form has expired"
+    assert page.html.html["lang"] == "en"
+    assert "Nothing was changed." in page.text
+    back = page.html.find("a", string="Go back to the page and try again")
+    assert back["href"] == "http://localhost/portal/topics"
+    assert page.html.select_one("nav.menu")  # the portal's layout, logged in
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_an_expired_form_in_french_links_back_to_the_page_that_shows_it(portal, dbsession):
+    customer = make_customer(dbsession, email="kept@example.com")
+    log_in(portal, customer)
+    page = portal.post("/portal/address/email", {"email": "new@example.com"}, status=400)
+    assert page.html.find("h1").text == "Ce formulaire a expiré"
+    assert page.html.html["lang"] == "fr"
+    assert page.html.find("a", class_="button")["href"] == "http://localhost/portal/channels"
+    dbsession.expire_all()
+    assert dbsession.get(type(customer), customer.id).email == "kept@example.com"
+
+
+def test_a_stale_login_form_gets_the_portal_page(portal):
+    page = portal.post(
+        "/portal/login",
+        {"email": "a@example.com", "csrf_token": "stale"},
+        headers={"Accept-Language": "en"},
+        status=400,
+    )
+    assert page.html.find("h1").text == "This form has expired"
+    assert page.html.find("a", class_="button")["href"] == "http://localhost/portal/login"
+
+
+def test_a_missing_portal_page_is_a_portal_404_in_the_right_language(portal, dbsession):
+    page = portal.get("/portal/nope", headers={"Accept-Language": "en"}, status=404)
+    assert page.html.find("h1").text == "Page not found"
+    assert page.html.find("a", class_="button")["href"] == "http://localhost/portal"
+    page = portal.get("/portal/nope", status=404)
+    assert page.html.find("h1").text == "Page introuvable"
+    customer = make_customer(dbsession)
+    log_in(portal, customer)
+    token = csrf_token(portal, "/portal/channels")
+    page = portal.post("/portal/channels/pigeon/grant", {"csrf_token": token}, status=404)
+    assert page.html.find("h1").text == "Page introuvable"
+    assert page.html.select_one("nav.menu")
+
+
+def test_the_api_keeps_its_own_error_answers(portal):
+    answer = portal.get("/api/v1/nope", status=404)
+    assert "json" in answer.content_type
+    assert "<html" not in answer.text
+
+
+def test_get_log_out_shows_a_button_that_posts(portal, dbsession):
+    portal.get("/portal/logout", status=303)  # not logged in: nothing to log out of
+    customer = make_customer(dbsession)
+    log_in(portal, customer)
+    page = portal.get("/portal/logout", status=200)
+    assert page.html.find("h1").text == "Se déconnecter"
+    portal.get("/portal", status=200)  # a GET logs nobody out
+    # The menu's log-out form, then the page's own.
+    forms = [f for k, f in page.forms.items() if isinstance(k, int)]
+    assert [f.action for f in forms] == ["http://localhost/portal/logout"] * 2
+    form = forms[-1]
+    assert form.method.lower() == "post" and form["csrf_token"].value
+    assert form.submit(status=303).location == "http://localhost/portal/login"
+    portal.get("/portal", status=303)
