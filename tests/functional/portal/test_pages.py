@@ -236,6 +236,17 @@ def test_new_email_of_a_consenting_customer_gets_a_confirmation(
     assert fresh(dbsession, camille).email == "new@example.com"
 
 
+def test_a_pending_consent_with_nothing_sent_does_not_offer_to_send_again(portal, dbsession):
+    customer = make_customer(dbsession)
+    dbsession.add(ChannelConsent(customer_id=customer.id, channel="email", status="pending"))
+    dbsession.flush()
+    log_in(portal, customer, lang="en")
+    email = portal.get("/portal/channels").html.select_one("#channel-email")
+    assert "Status: not confirmed yet. Ask for a confirmation below." in email.text
+    assert "Send a new confirmation" not in email.text
+    assert "Yes, I agree to receive marketing messages by email." in email.text
+
+
 def test_re_entering_the_confirmed_email_changes_nothing(app, portal, courier, dbsession, camille):
     confirm_email(app, dbsession, camille)
     rows = len(ledger(dbsession, camille))
