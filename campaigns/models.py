@@ -26,10 +26,11 @@ CAMPAIGN_STATUSES = (
     "completed",
     "cancelled",
 )
-# planned -> queued -> (sending) -> sent -> delivered | failed; or skipped / deferred (with
-# the reason); cancelled when the campaign is cancelled before the message went out.
-# ``sending`` is committed before a provider call, so a worker killed during the call
-# leaves it visible instead of sending it again.
+# planned -> queued -> (sending) -> sent -> delivered -> opened -> clicked, or failed; or
+# skipped / deferred (with the reason); cancelled when the campaign is cancelled before the
+# message went out. ``sending`` is committed before a provider call, so a worker killed
+# during the call leaves it visible instead of sending it again. Provider events only
+# move a delivery forward (a late "delivered" never undoes "opened").
 DELIVERY_STATUSES = (
     "planned",
     "deferred",
@@ -37,6 +38,8 @@ DELIVERY_STATUSES = (
     "sending",
     "sent",
     "delivered",
+    "opened",
+    "clicked",
     "failed",
     "skipped",
     "cancelled",
@@ -107,6 +110,12 @@ class Delivery(UUIDPrimaryKey, Timestamps, Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     queued_at: Mapped[dt.datetime | None]
     sent_at: Mapped[dt.datetime | None]
+    # What the provider's events said, first time each (opens by a mail client's privacy
+    # prefetching are kept apart: they are not the customer's engagement).
+    delivered_at: Mapped[dt.datetime | None]
+    opened_at: Mapped[dt.datetime | None]
+    machine_opened_at: Mapped[dt.datetime | None]
+    clicked_at: Mapped[dt.datetime | None]
 
 
 class OutboxMessage(UUIDPrimaryKey, Base):
@@ -125,3 +134,17 @@ class OutboxMessage(UUIDPrimaryKey, Base):
     body_html: Mapped[str | None] = mapped_column(sa.Text)
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ProviderEvent(Base):
+    """A provider event already processed (SendGrid retries for 24 h; repeats are normal)."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (sa.Index("ix_provider_events_received_at", "received_at"),)
+
+    event_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # sg_event_id
+    event: Mapped[str] = mapped_column(sa.String(32))
+    delivery_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

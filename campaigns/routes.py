@@ -4,4 +4,4 @@ from typing import Any
 
 
 def includeme(config: Any) -> None:
-    """The campaign engine adds its back-office and API routes here."""
+    config.add_route("sendgrid_events", "/webhooks/sendgrid")

@@ -1,4 +1,4 @@
-"""campaigns: campaigns, deliveries, outbox
+"""campaigns: campaigns, deliveries, outbox, provider events
 
 Revision ID: 0004
 Revises: 0003
@@ -113,6 +113,8 @@ def upgrade() -> None:
                 "sending",
                 "sent",
                 "delivered",
+                "opened",
+                "clicked",
                 "failed",
                 "skipped",
                 "cancelled",
@@ -129,6 +131,12 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("queued_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sent_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("opened_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "machine_opened_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("clicked_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("created_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
@@ -196,10 +204,29 @@ def upgrade() -> None:
     with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
         batch_op.create_index("ix_outbox_messages_created_at", ["created_at"], unique=False)
 
-    # ### end Alembic commands ###
+    op.create_table(
+        "provider_events",
+        sa.Column("event_id", sa.String(length=100), nullable=False),
+        sa.Column("event", sa.String(length=32), nullable=False),
+        sa.Column("delivery_id", sa.Uuid(), nullable=True),
+        sa.Column("received_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["deliveries.id"],
+            name=op.f("fk_provider_events_delivery_id_deliveries"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_provider_events")),
+    )
+    with op.batch_alter_table("provider_events", schema=None) as batch_op:
+        batch_op.create_index("ix_provider_events_received_at", ["received_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("provider_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_provider_events_received_at")
+
+    op.drop_table("provider_events")
     with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_messages_created_at")
 
@@ -210,4 +237,3 @@ def downgrade() -> None:
 
     op.drop_table("deliveries")
     op.drop_table("campaigns")
-    # ### end Alembic commands ###

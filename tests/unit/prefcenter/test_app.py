@@ -70,6 +70,7 @@ ROUTES = [
     ("api_pressure_policy", "/api/v1/pressure-policy"),
     ("api_webhooks", "/api/v1/webhooks"),
     ("api_webhook", "/api/v1/webhooks/{webhook_id}"),
+    ("sendgrid_events", "/webhooks/sendgrid"),
 ]
 
 

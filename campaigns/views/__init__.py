@@ -1,0 +1,1 @@
+"""The campaign engine's HTTP views (thin: gather input, call one service, answer)."""
