@@ -431,3 +431,38 @@ def test_set_based_form_covers_many_customers_at_once(dbsession, topic):
         erased.id: ("skip", "erased"),
         unsubscribed.id: ("skip", "topic_unsubscribed"),
     }
+
+
+def test_a_large_audience_agrees_too(dbsession, topic, monkeypatch):
+    # Past a few thousand candidates the windows come from everybody's zones and hours.
+    monkeypatch.setattr(policy, "_FEW_CANDIDATES", 0)
+    customers = [
+        reachable_customer(dbsession, topic, timezone="Asia/Tokyo", hours=(8 * 60, 9 * 60)),
+        reachable_customer(dbsession, topic, timezone="America/New_York", order="post,sms"),
+        reachable_customer(dbsession, topic, hours=(22 * 60, 8 * 60), frequency="weekly"),
+    ]
+    log_contact(dbsession, customers[2], AT - dt.timedelta(days=3))
+    reachable_customer(dbsession, topic, timezone="Pacific/Chatham", hours=(61, 62))
+    message = policy.Message.for_topic(topic, ("email", "sms", "post"))
+    candidates = sa.select(Customer.id).where(Customer.id.in_([c.id for c in customers]))
+    with policy.audience(dbsession, message, candidates, AT, cfg=CFG) as audience:
+        rows = {r.customer_id: r for r in dbsession.execute(audience.query)}
+    assert set(rows) == {c.id for c in customers}
+    for customer in customers:
+        row = rows[customer.id]
+        got = policy.Decision(row.decision, row.channel, row.reason, row.until)
+        assert got == policy.choose(dbsession, customer, message, AT, cfg=CFG)
+
+
+def test_the_audience_leaves_the_transactions_settings_as_they_were(dbsession, topic):
+    if dbsession.get_bind().dialect.name != "postgresql":
+        pytest.skip("PostgreSQL settings")
+    setting = sa.select(sa.func.current_setting("work_mem"), sa.func.current_setting("jit"))
+    before = dbsession.execute(setting).one()
+    customer = reachable_customer(dbsession, topic)
+    message = policy.Message.for_topic(topic, ("email",))
+    candidates = sa.select(Customer.id).where(Customer.id == customer.id)
+    with policy.audience(dbsession, message, candidates, AT, cfg=CFG) as audience:
+        assert dbsession.execute(setting).one() == ("128MB", "off")
+        dbsession.execute(audience.query).all()
+    assert dbsession.execute(setting).one() == before
