@@ -1095,12 +1095,9 @@ def customer_timezones() -> tuple[str, ...]:
     every Region/Place name.
     """
     available = _timezones()
-    canonical = _zone_tab()
-    chosen = (
-        available & canonical
-        if canonical
-        else {name for name in available if name.split("/")[0] in TIMEZONE_REGIONS}
-    )
+    chosen = available & (_zone_tab() or set())
+    if not chosen:
+        chosen = {name for name in available if name.split("/")[0] in TIMEZONE_REGIONS}
     return tuple(sorted(chosen))
 
 
