@@ -245,6 +245,11 @@ def test_a_customer_sets_preferences_on_a_phone(site: dict[str, Any], browser: A
     fits(browser, shots, "erase")
     browser.get(f"{base}/p/not-a-valid-token")
     fits(browser, shots, "bad-link")
+    browser.get(f"{base}/portal/no-such-page")
+    assert browser.find_element("css selector", "h1").text == "Page not found"
+    fits(browser, shots, "not-found")
+    browser.get(f"{base}/portal/logout")  # a page with a button: a GET logs nobody out
+    fits(browser, shots, "logout")
     unsubscribe = unsubscribe_token(TEST_SECRET, customer_id, "offers", days=90, now=utcnow())
     browser.get(f"{base}/u/{unsubscribe}")
     fits(browser, shots, "unsubscribe")
