@@ -132,8 +132,10 @@ def _record_postgresql(
             inserted.add(value)
             touched.add(customer_id)
     if touched:
+        # Joined to unnest(): "id = ANY(array)" makes PostgreSQL scan every customer.
         ids = sa.bindparam("touched", list(touched), type_=postgresql.ARRAY(sa.Uuid()))
-        _move_last_interaction(session, Customer.id == sa.any_(ids))
+        touched_ids = sa.func.unnest(ids).table_valued("id").render_derived()
+        _move_last_interaction(session, Customer.id == touched_ids.c.id)
     return known, inserted
 
 
