@@ -8,6 +8,7 @@ from . import models  # noqa: F401  (register the engine's tables on prefcenter'
 def includeme(config: Any) -> None:
     config.include(".routes")
     _webhooks(config)
+    _api(config)
     interval = float(config.get_settings().get("prefcenter.scheduler.interval", 5))
     config.registry.setdefault("in_process_services", []).append(
         lambda: _start_scheduler(config.registry, interval)
@@ -34,3 +35,19 @@ def _webhooks(config: Any) -> None:
         renderer="json",
         require_csrf=False,  # SendGrid signs its requests; no cookie, nothing to forge
     )
+
+
+def _api(config: Any) -> None:
+    from prefcenter.api import add_operations
+
+    from . import services
+    from .tasks import build_dispatcher
+    from .views.api import FRAGMENT, OPERATIONS, EngineConfig
+
+    settings = config.get_settings()
+    dispatcher = build_dispatcher(settings)
+    days = int(settings.get("prefcenter.dormancy.days", services.segments.DEFAULT_DORMANCY_DAYS))
+    config.registry["campaigns.engine"] = EngineConfig(
+        dispatcher, services.Settings(dispatcher.cfg, days)
+    )
+    add_operations(config, FRAGMENT, OPERATIONS)

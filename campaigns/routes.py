@@ -5,3 +5,8 @@ from typing import Any
 
 def includeme(config: Any) -> None:
     config.add_route("sendgrid_events", "/webhooks/sendgrid")
+    config.add_route("api_campaigns", "/api/v1/campaigns")
+    config.add_route("api_campaign", "/api/v1/campaigns/{campaign_id}")
+    for action in ("launch", "pause", "resume", "cancel", "preview", "forecast"):
+        config.add_route(f"api_campaign_{action}", f"/api/v1/campaigns/{{campaign_id}}/{action}")
+    config.add_route("api_segment_count", "/api/v1/segments/count")

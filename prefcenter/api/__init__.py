@@ -7,8 +7,12 @@ two lists agree.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
 from pyramid.httpexceptions import HTTPException
 from pyramid.response import Response
 
@@ -17,7 +21,7 @@ from ..consent_settings import ConsentSettings
 from ..settings import as_bool
 from . import views
 from .problems import ApiProblem, error_view, http_exception_view, problem_view
-from .security import ApiConfig, TokenBuckets, VerifiedKeys, api_view
+from .security import ApiConfig, Call, Reply, TokenBuckets, VerifiedKeys, api_view
 from .spec import SPEC_PATH, Spec
 
 API_PATHS = r"^/api/"
@@ -52,7 +56,35 @@ OPERATIONS = (
 
 
 def openapi_document(request: Any) -> Response:
-    return Response(body=SPEC_PATH.read_bytes(), content_type="application/yaml", charset="utf-8")
+    spec: Spec = request.registry["api"].spec
+    if spec.extended:  # other packages added operations: serve the merged document
+        body = yaml.safe_dump(spec.document, sort_keys=False, allow_unicode=True).encode()
+    else:
+        body = SPEC_PATH.read_bytes()
+    return Response(body=body, content_type="application/yaml", charset="utf-8")
+
+
+def add_operations(
+    config: Any,
+    fragment: Path,
+    operations: Sequence[tuple[str, str, str, Callable[[Call], Reply]]],
+) -> None:
+    """Let another package (the campaign engine) add operations to /api/v1.
+
+    ``fragment`` is an OpenAPI file with ``paths`` and ``components`` of its own; they are
+    merged into the one document the API validates against and serves. Each operation
+    gets the same authentication, scopes, validation and problem+json errors.
+    """
+    api: ApiConfig = config.registry["api"]
+    spec = api.spec.extended_with(yaml.safe_load(fragment.read_text(encoding="utf-8")))
+    config.registry["api"] = dataclasses.replace(api, spec=spec)
+    for route, method, operation_id, view in operations:
+        config.add_view(
+            api_view(operation_id, view),
+            route_name=route,
+            request_method=method,
+            require_csrf=False,
+        )
 
 
 def docs_page(request: Any) -> dict[str, Any]:

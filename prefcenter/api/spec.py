@@ -92,8 +92,9 @@ def _schema_error(error: ValidationError) -> InvalidField:
 class Spec:
     """The parsed OpenAPI document with a validator per operation."""
 
-    def __init__(self, document: dict[str, Any]) -> None:
+    def __init__(self, document: dict[str, Any], *, extended: bool = False) -> None:
         self.document = document
+        self.extended = extended  # merged with another package's fragment
         self.operations: dict[str, Operation] = {}
         # id(schema) -> (schema, validators): the schemas are the document's own, kept alive.
         self._compiled: dict[int, tuple[Any, Draft202012Validator, Any]] = {}
@@ -117,6 +118,21 @@ class Spec:
     @classmethod
     def load(cls, path: Path = SPEC_PATH) -> Spec:
         return _load(path)
+
+    def extended_with(self, fragment: Mapping[str, Any]) -> Spec:
+        """A new Spec with another file's ``paths`` and ``components`` merged in."""
+        document = json.loads(json.dumps(self.document))  # a deep copy of plain data
+        for path, item in fragment.get("paths", {}).items():
+            if path in document["paths"]:
+                raise ValueError(f"the path {path} is described twice")
+            document["paths"][path] = item
+        for kind, items in fragment.get("components", {}).items():
+            section = document["components"].setdefault(kind, {})
+            for name, item in items.items():
+                if name in section and section[name] != item:
+                    raise ValueError(f"components/{kind}/{name} is described twice")
+                section[name] = item
+        return Spec(document, extended=True)
 
     @functools.cache  # noqa: B019 -- one Spec per process, kept for its life
     def _validators(self, schema_json: str) -> tuple[Draft202012Validator, Any]:

@@ -71,6 +71,15 @@ ROUTES = [
     ("api_webhooks", "/api/v1/webhooks"),
     ("api_webhook", "/api/v1/webhooks/{webhook_id}"),
     ("sendgrid_events", "/webhooks/sendgrid"),
+    ("api_campaigns", "/api/v1/campaigns"),
+    ("api_campaign", "/api/v1/campaigns/{campaign_id}"),
+    ("api_campaign_launch", "/api/v1/campaigns/{campaign_id}/launch"),
+    ("api_campaign_pause", "/api/v1/campaigns/{campaign_id}/pause"),
+    ("api_campaign_resume", "/api/v1/campaigns/{campaign_id}/resume"),
+    ("api_campaign_cancel", "/api/v1/campaigns/{campaign_id}/cancel"),
+    ("api_campaign_preview", "/api/v1/campaigns/{campaign_id}/preview"),
+    ("api_campaign_forecast", "/api/v1/campaigns/{campaign_id}/forecast"),
+    ("api_segment_count", "/api/v1/segments/count"),
 ]
 
 
