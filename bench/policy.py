@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import random
 import time
 import uuid
@@ -109,6 +110,8 @@ class Report:
     loads: list[tuple[str, BenchData, float]] = dataclasses.field(default_factory=list)
     set_based: list[SetBased] = dataclasses.field(default_factory=list)
     distribution: list[tuple[str, str, str, int]] = dataclasses.field(default_factory=list)
+    # The 1-minute load average as each measurement began (others share the machine).
+    load: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     per_customer: list[PerCustomer] = dataclasses.field(default_factory=list)
     agreement: tuple[int, int] | None = None  # (agreeing, sampled)
     disagreements: list[str] = dataclasses.field(default_factory=list)
@@ -391,6 +394,7 @@ def run(options: Options, command: str, log: Callable[[str], None] = print) -> R
                 data = load(engine, options.customers, AT)
                 report.loads.append(("PostgreSQL", data, database.migrate_seconds))
                 log(f"  loaded in {data.load_seconds:.1f} s; set-based runs")
+                report.load.append(("PostgreSQL set-based", os.getloadavg()[0]))
                 measured, rows = measure_set_based(engine, data, options.repeat)
                 report.set_based.extend(measured)
                 report.same_counts = counts_agree(engine, rows)
@@ -399,6 +403,7 @@ def run(options: Options, command: str, log: Callable[[str], None] = print) -> R
                     log("  EXPLAIN ANALYZE")
                     report.explain = explain(engine, data)
                 log(f"  per customer: {options.sample} customers")
+                report.load.append(("per customer", os.getloadavg()[0]))
                 report.per_customer, chosen = measure_per_customer(
                     engine, data, options.sample, options.seed
                 )
@@ -413,6 +418,7 @@ def run(options: Options, command: str, log: Callable[[str], None] = print) -> R
                 data = load(engine, options.sqlite_customers, AT)
                 report.loads.append(("SQLite", data, database.migrate_seconds))
                 log(f"  loaded in {data.load_seconds:.1f} s; set-based runs")
+                report.load.append(("SQLite set-based", os.getloadavg()[0]))
                 measured, _rows = measure_set_based(engine, data, options.repeat)
                 report.set_based.extend(measured)
             finally:
@@ -442,6 +448,12 @@ def render(report: Report) -> str:
     out.append(f"Command: `{report.command}`\n")
     out.append("Machine (read by the benchmark):\n")
     out.extend(f"- {key}: {value}" for key, value in report.machine.items())
+    if report.load:
+        loads = ", ".join(f"{label} {load:.1f}" for label, load in report.load)
+        out.append(
+            f"- load average (1 min) as each measurement began: {loads} "
+            f"(above {os.cpu_count()}, other work was sharing the cores)"
+        )
     out.append("")
 
     if report.loads:
