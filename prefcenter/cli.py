@@ -180,7 +180,17 @@ def seed_demo(settings: Mapping[str, Any], now: dt.datetime | None = None) -> Se
 
     cfg = ConsentSettings.from_settings(settings)
     with _session(settings["sqlalchemy.url"]) as session:
-        return seed(session, now=now or utcnow(), cfg=cfg)
+        summary = seed(session, now=now or utcnow(), cfg=cfg)
+        # The campaign engine adds its demo campaigns when installed (never needed here).
+        try:
+            campaign_seed = importlib.import_module("campaigns.seed")
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("campaigns", "campaigns.seed"):
+                raise
+        else:
+            summary.inserted["campaigns"] = campaign_seed.seed_demo_campaigns(session)
+            summary.totals["campaigns"] = len(campaign_seed.DEMO_CAMPAIGNS)
+        return summary
 
 
 @dataclasses.dataclass(frozen=True)
