@@ -233,6 +233,8 @@ def prepare(
     so no other worker (and no redelivered message) sends them again.
     """
     result = DispatchResult()
+    if not delivery_ids:
+        return Prepared(result, {})
     # The claim is a compare-and-set to ``sending``: a second worker given the same ids
     # waits for this transaction (row locks), then finds them no longer queued.
     rows = session.execute(

@@ -15,7 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prefcenter.models.base import Base, Timestamps, UUIDPrimaryKey, enum_column, utcnow
+from prefcenter.models.base import (
+    Base,
+    JSONDocument,
+    Timestamps,
+    UUIDPrimaryKey,
+    enum_column,
+    utcnow,
+)
 from prefcenter.models.vocabulary import CHANNELS, TOPIC_KINDS
 
 CAMPAIGN_STATUSES = (
@@ -148,3 +155,63 @@ class ProviderEvent(Base):
         sa.ForeignKey("deliveries.id", ondelete="SET NULL")
     )
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DormancySnapshot(Base):
+    """How many customers were dormant on a day (the back office's dormancy rate over time)."""
+
+    __tablename__ = "dormancy_snapshots"
+
+    day: Mapped[dt.date] = mapped_column(sa.Date, primary_key=True)
+    dormancy_days: Mapped[int]
+    customers: Mapped[int]
+    dormant: Mapped[int]
+    computed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ReengagementProgram(UUIDPrimaryKey, Timestamps, Base):
+    """A gentle sequence of nudges for customers who went quiet (default: day 0, +14, +30).
+
+    Each step is a campaign of its own (``step_campaigns``, in order), planned and sent by
+    the normal engine under the contact policy, so every nudge counts toward the caps.
+    """
+
+    __tablename__ = "reengagement_programs"
+
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    topic_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("topics.id"))
+    channels: Mapped[list[str]]
+    # [{"day": 0, "content": {...}}, {"day": 14, ...}, ...]: days after enrolment.
+    steps: Mapped[list[Any]] = mapped_column(JSONDocument)
+    step_campaigns: Mapped[list[str]]
+    # Days after the last step without a response before the customer is sunset.
+    sunset_after_days: Mapped[int] = mapped_column(default=14)
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+ENROLMENT_STATUSES = ("active", "reengaged", "sunset", "stopped")
+
+
+class ReengagementEnrolment(UUIDPrimaryKey, Base):
+    """One dormant customer in one program: which step they got, and how it ended."""
+
+    __tablename__ = "reengagement_enrolments"
+    __table_args__ = (
+        sa.UniqueConstraint("program_id", "customer_id"),
+        sa.Index("ix_reengagement_enrolments_due", "program_id", "status", "enrolled_at"),
+    )
+
+    program_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("reengagement_programs.id", ondelete="CASCADE")
+    )
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("customers.id", ondelete="CASCADE")
+    )
+    enrolled_at: Mapped[dt.datetime]
+    # The last step planned (-1: none yet); step k is due ``steps[k].day`` after enrolment.
+    step: Mapped[int] = mapped_column(default=-1)
+    status: Mapped[str] = mapped_column(
+        enum_column(*ENROLMENT_STATUSES, name="enrolment_status"), default="active"
+    )
+    reengaged_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]

@@ -10,3 +10,5 @@ def includeme(config: Any) -> None:
     for action in ("launch", "pause", "resume", "cancel", "preview", "forecast"):
         config.add_route(f"api_campaign_{action}", f"/api/v1/campaigns/{{campaign_id}}/{action}")
     config.add_route("api_segment_count", "/api/v1/segments/count")
+    config.add_route("api_programs", "/api/v1/reengagement-programs")
+    config.add_route("api_program", "/api/v1/reengagement-programs/{program_id}")

@@ -21,7 +21,7 @@ from prefcenter.consent_settings import ConsentSettings
 from prefcenter.models import utcnow
 from prefcenter.settings import as_bool
 
-from . import dispatch, services
+from . import dispatch, dormancy, services
 from .channels.outbox import OutboxTransport
 from .channels.sendgrid import SendGridTransport
 
@@ -88,8 +88,12 @@ def enqueue(delivery_ids: list[uuid.UUID]) -> None:
 def tick(now: dt.datetime | None = None) -> int:
     """One scheduler pass; returns how many deliveries it handed to the workers."""
     now = now or utcnow()
+    launch = _launch_settings()
     with tasks.unit_of_work() as session:
-        services.start_scheduled(session, now, _launch_settings())
+        if dormancy.due_today(session, now):  # once a day: fallow, programs, sunset, rate
+            report = dormancy.run_daily(session, now, launch.cfg, launch.dormancy_days)
+            log.info("relational fallow for %s: %s", now.date(), report)
+        services.start_scheduled(session, now, launch)
         ids = dispatch.requeue_stuck(session, now, older_than=STUCK_AFTER)
         dispatch.flag_unconfirmed(session, now, older_than=UNCONFIRMED_AFTER)
         # Bounded per pass so memory stays flat; the next pass takes the rest.

@@ -14,8 +14,8 @@ from prefcenter.api.security import Call, Reply
 from prefcenter.errors import InvalidField, InvalidInput, NotFound
 from prefcenter.models import Customer, Topic
 
-from .. import dispatch, segments, services
-from ..models import Campaign
+from .. import dispatch, dormancy, segments, services
+from ..models import Campaign, ReengagementProgram
 
 FRAGMENT = Path(__file__).resolve().parent.parent / "api.yaml"
 
@@ -152,6 +152,41 @@ def count_segment(call: Call) -> Reply:
     return Reply(200, {"count": count})
 
 
+def program_json(call: Call, program: ReengagementProgram) -> dict[str, Any]:
+    topic = call.session.get_one(Topic, program.topic_id)
+    return {
+        "id": str(program.id),
+        "name": program.name,
+        "topic": topic.key,
+        "channels": list(program.channels),
+        "steps": [
+            {"day": step["day"], "campaign_id": campaign_id}
+            for step, campaign_id in zip(program.steps, program.step_campaigns, strict=True)
+        ],
+        "sunset_after_days": program.sunset_after_days,
+        "active": program.active,
+        "counts": dormancy.program_counts(call.session, program),
+    }
+
+
+def post_reengagement_program(call: Call) -> Reply:
+    try:
+        program = dormancy.create_program(call.session, call.body)
+    except InvalidInput as exc:
+        raise ApiProblem.invalid(exc) from None
+    return Reply(201, program_json(call, program))
+
+
+def get_reengagement_program(call: Call) -> Reply:
+    try:
+        program = call.session.get(ReengagementProgram, uuid.UUID(str(call.params["program_id"])))
+    except ValueError:
+        program = None
+    if program is None:
+        raise ApiProblem(404, f"No re-engagement program has the id {call.params['program_id']!r}.")
+    return Reply(200, program_json(call, program))
+
+
 # (route, method, operationId in api.yaml, view)
 OPERATIONS = (
     ("api_campaigns", "POST", "post_campaign", post_campaign),
@@ -163,4 +198,6 @@ OPERATIONS = (
     ("api_campaign_preview", "GET", "preview_campaign", preview_campaign),
     ("api_campaign_forecast", "POST", "forecast_campaign", forecast_campaign),
     ("api_segment_count", "POST", "count_segment", count_segment),
+    ("api_programs", "POST", "post_reengagement_program", post_reengagement_program),
+    ("api_program", "GET", "get_reengagement_program", get_reengagement_program),
 )

@@ -1,4 +1,4 @@
-"""campaigns: campaigns, deliveries, outbox, provider events
+"""campaigns: campaigns, deliveries, outbox, provider events, dormancy and re-engagement
 
 Revision ID: 0004
 Revises: 0003
@@ -20,6 +20,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "dormancy_snapshots",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("dormancy_days", sa.Integer(), nullable=False),
+        sa.Column("customers", sa.Integer(), nullable=False),
+        sa.Column("dormant", sa.Integer(), nullable=False),
+        sa.Column("computed_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("day", name=op.f("pk_dormancy_snapshots")),
+    )
     op.create_table(
         "campaigns",
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -86,6 +95,36 @@ def upgrade() -> None:
             ["topic_id"], ["topics.id"], name=op.f("fk_campaigns_topic_id_topics")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_campaigns")),
+    )
+    op.create_table(
+        "reengagement_programs",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("topic_id", sa.Uuid(), nullable=False),
+        sa.Column(
+            "channels",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "steps",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "step_campaigns",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("sunset_after_days", sa.Integer(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["topic_id"], ["topics.id"], name=op.f("fk_reengagement_programs_topic_id_topics")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reengagement_programs")),
+        sa.UniqueConstraint("name", name=op.f("uq_reengagement_programs_name")),
     )
     op.create_table(
         "deliveries",
@@ -166,6 +205,52 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "reengagement_enrolments",
+        sa.Column("program_id", sa.Uuid(), nullable=False),
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("enrolled_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "active",
+                "reengaged",
+                "sunset",
+                "stopped",
+                name="enrolment_status",
+                native_enum=False,
+                create_constraint=True,
+            ),
+            nullable=False,
+        ),
+        sa.Column("reengaged_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("ended_at", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_reengagement_enrolments_customer_id_customers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["program_id"],
+            ["reengagement_programs.id"],
+            name=op.f("fk_reengagement_enrolments_program_id_reengagement_programs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reengagement_enrolments")),
+        sa.UniqueConstraint(
+            "program_id",
+            "customer_id",
+            name=op.f("uq_reengagement_enrolments_program_id_customer_id"),
+        ),
+    )
+    with op.batch_alter_table("reengagement_enrolments", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_reengagement_enrolments_due", ["program_id", "status", "enrolled_at"], unique=False
+        )
+
+    op.create_table(
         "outbox_messages",
         sa.Column("delivery_id", sa.Uuid(), nullable=True),
         sa.Column(
@@ -231,9 +316,15 @@ def downgrade() -> None:
         batch_op.drop_index("ix_outbox_messages_created_at")
 
     op.drop_table("outbox_messages")
+    with op.batch_alter_table("reengagement_enrolments", schema=None) as batch_op:
+        batch_op.drop_index("ix_reengagement_enrolments_due")
+
+    op.drop_table("reengagement_enrolments")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_deliveries_status_scheduled_at")
         batch_op.drop_index("ix_deliveries_campaign_status")
 
     op.drop_table("deliveries")
+    op.drop_table("reengagement_programs")
     op.drop_table("campaigns")
+    op.drop_table("dormancy_snapshots")

@@ -44,7 +44,7 @@ def served(connection, broker, dbsession):
 def test_no_server_errors_and_every_response_conforms(served) -> None:
     schema, headers = served
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 26  # 17 of the preference center, 9 of the campaign engine
+    assert len(operations) == 28  # 17 of the preference center, 11 of the campaign engine
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -33,6 +33,8 @@ REQUESTS = [
     ("GET", f"/api/v1/campaigns/{ID}/preview?external_id=M-1", None, READ),
     ("POST", f"/api/v1/campaigns/{ID}/forecast", None, READ),
     ("POST", "/api/v1/segments/count", {"segment": {"all": []}}, READ),
+    ("POST", "/api/v1/reengagement-programs", {}, WRITE),
+    ("GET", f"/api/v1/reengagement-programs/{ID}", None, READ),
 ]
 
 
@@ -55,9 +57,11 @@ def call(testapp, method, url, body, headers, status):
 def test_the_served_document_lists_every_campaign_operation_with_its_scope(testapp):
     document = yaml.safe_load(testapp.get("/api/v1/openapi.yaml").text)
     served = {
-        (method.upper(), path.replace("{campaign_id}", ID)): op["x-scopes"]
+        (method.upper(), path.replace("{campaign_id}", ID).replace("{program_id}", ID)): op[
+            "x-scopes"
+        ]
         for path, item in document["paths"].items()
-        if path.startswith(("/api/v1/campaigns", "/api/v1/segments"))
+        if path.startswith(("/api/v1/campaigns", "/api/v1/segments", "/api/v1/reengagement"))
         for method, op in item.items()
         if method != "parameters"
     }
@@ -187,3 +191,29 @@ def test_segment_count_and_its_errors(testapp, dbsession, topic):
     assert [(e["pointer"], e["value"]) for e in unknown["errors"]] == [
         ("/segment/subscribed", "nope")
     ]
+
+
+def test_a_reengagement_program_is_created_and_reports_its_counts(testapp, dbsession, topic):
+    headers = key(dbsession, READ, WRITE)
+    step = {"content": {"email": {"fr": {"subject": "Revenez", "text": "Bonjour"}}}}
+    body = {"name": "Win back", "topic": "offers", "channels": ["email"], "steps": [step] * 3}
+
+    created = testapp.post_json(
+        "/api/v1/reengagement-programs", body, headers=headers, status=201
+    ).json
+    fetched = testapp.get(f"/api/v1/reengagement-programs/{created['id']}", headers=headers).json
+
+    assert [s["day"] for s in created["steps"]] == [0, 14, 30]
+    assert fetched["counts"] == {
+        "enrolled": 0,
+        "in_progress": 0,
+        "reengaged": 0,
+        "sunset": 0,
+        "reengagement_rate": None,
+        "median_days_to_reengage": None,
+    }
+    again = testapp.post_json(
+        "/api/v1/reengagement-programs", body, headers=headers, status=422
+    ).json
+    assert again["errors"][0]["pointer"] == "/name"
+    testapp.get(f"/api/v1/reengagement-programs/{ID}", headers=headers, status=404)

@@ -80,6 +80,8 @@ ROUTES = [
     ("api_campaign_preview", "/api/v1/campaigns/{campaign_id}/preview"),
     ("api_campaign_forecast", "/api/v1/campaigns/{campaign_id}/forecast"),
     ("api_segment_count", "/api/v1/segments/count"),
+    ("api_programs", "/api/v1/reengagement-programs"),
+    ("api_program", "/api/v1/reengagement-programs/{program_id}"),
 ]
 
 
