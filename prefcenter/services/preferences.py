@@ -44,7 +44,15 @@ from ..consent_settings import (
     invalid_field,
 )
 from ..errors import InvalidField, InvalidInput
-from ..models import ChannelConsent, ContactPreference, Customer, Topic, TopicSubscription, utcnow
+from ..models import (
+    ChannelConsent,
+    ConsentLedgerEntry,
+    ContactPreference,
+    Customer,
+    Topic,
+    TopicSubscription,
+    utcnow,
+)
 from ..models.vocabulary import CHANNELS, FREQUENCIES
 from .ledger import Actor, record
 from .suppressions import current_address_hmac, suppression_reasons
@@ -934,6 +942,26 @@ def set_topic_frequency(
 
 
 # --- how often, in what order, when --------------------------------------------------------
+
+
+def frequency_lowered_by_us(session: Session, customer: Customer) -> dt.datetime | None:
+    """When the current overall frequency was set by the system (a re-engagement program's
+    sunset), not by the customer: the portal says so and offers to choose again."""
+    latest = session.scalars(
+        sa.select(ConsentLedgerEntry)
+        .where(
+            ConsentLedgerEntry.customer_id == customer.id,
+            ConsentLedgerEntry.field == "frequency",
+        )
+        .order_by(ConsentLedgerEntry.at.desc(), ConsentLedgerEntry.id.desc())
+        .limit(1)
+    ).first()
+    if latest is None or latest.actor_type != "system":
+        return None
+    preference = customer.preference
+    if preference is None or preference.frequency != latest.after:
+        return None
+    return latest.at
 
 
 def set_frequency(

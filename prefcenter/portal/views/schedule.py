@@ -61,6 +61,7 @@ def _page(
             if t.kind == "marketing" and receives_topic(customer, t)
         ],
         "paused_until": preference.paused_until if preference else None,
+        "lowered_at": preferences.frequency_lowered_by_us(request.dbsession, customer),
         "pause_months": PAUSE_MONTHS,
         "pause_length": typed.get("length", str(PAUSE_MONTHS[0])),
         "pause_date": typed.get("until", ""),

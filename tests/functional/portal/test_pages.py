@@ -528,6 +528,30 @@ def test_overall_and_per_topic_frequency(portal, dbsession, camille, offers):
     assert "Au plus une fois par mois" in portal.get("/portal").text
 
 
+def test_a_sunset_is_explained_and_the_customer_can_undo_it(portal, dbsession, camille, offers):
+    from prefcenter.services import preferences
+    from prefcenter.services.ledger import Actor
+
+    preferences.set_frequency(dbsession, camille, "monthly", Actor("system", "sunset"))
+    log_in(portal, camille)
+    page = portal.get("/portal/frequency")
+    notice = page.html.find(id="lowered-by-us")
+    assert notice is not None and "au plus un par mois" in notice.text
+    assert page.html.find("input", {"id": "frequency-monthly"}).has_attr("checked")
+
+    form = _form(page, "/portal/frequency")
+    form["frequency"] = "any"
+    form.submit(status=303)
+
+    assert portal.get("/portal/frequency").html.find(id="lowered-by-us") is None
+    customer_change = ledger(dbsession, camille)[-1]
+    assert (customer_change.field, customer_change.actor_type, customer_change.after) == (
+        "frequency",
+        "customer",
+        "any",
+    )
+
+
 def test_invalid_frequency_changes_nothing(portal, dbsession, camille, offers):
     log_in(portal, camille)
     token = portal.get("/portal/frequency").html.find("input", {"name": "csrf_token"})["value"]
