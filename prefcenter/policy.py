@@ -702,7 +702,7 @@ def _postgres_settings(session: Session, postgres: bool) -> Iterator[None]:
     }
     for name, value in _POSTGRES_SETTINGS.items():
         session.execute(sa.select(sa.func.set_config(name, value, True)))
-    yield
+    yield  # not put back after an error: the transaction is rolled back, and they with it
     for name, value in saved.items():
         session.execute(sa.select(sa.func.set_config(name, value, True)))
 
@@ -757,7 +757,7 @@ class _Constants:
 
 
 _NO_HOURS = -1  # stands for NULL contact hours in the windows table's key
-_FEW_CANDIDATES = 10_000
+_FEW_CANDIDATES = 10_000  # up to this many, the windows come from the candidates' own zones
 
 
 def _window_columns(periods: Sequence[int]) -> list[sa.Column[Any]]:
@@ -1061,11 +1061,11 @@ def _counts_subquery(
     query = (
         sa.select(*columns)
         .select_from(log)
-        .join(cid.table, cid == log.customer_id)
         .join(Customer, Customer.id == log.customer_id)
         .outerjoin(ContactPreference, ContactPreference.customer_id == log.customer_id)
         .outerjoin(windows, window_join)
         .where(
+            log.customer_id.in_(sa.select(cid)),  # IN: a candidate listed twice counts once
             log.kind == "marketing",
             log.status.in_(COUNTED_STATUSES),
             # Constant bounds holding every customer's (a contact time is at most a day

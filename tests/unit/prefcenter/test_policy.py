@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from prefcenter import policy
-from prefcenter.models import Customer, PressureRule, TopicSubscription
+from prefcenter.models import ChannelConsent, Customer, PressureRule, TopicSubscription
 from tests.factories import make_topic
 from tests.policy_builders import (
     consent,
@@ -466,3 +466,19 @@ def test_the_audience_leaves_the_transactions_settings_as_they_were(dbsession, t
         assert dbsession.execute(setting).one() == ("128MB", "off")
         dbsession.execute(audience.query).all()
     assert dbsession.execute(setting).one() == before
+
+
+def test_a_candidate_selected_twice_is_decided_once(dbsession, topic):
+    customer = reachable_customer(dbsession, topic)
+    dbsession.add(PressureRule(channel=None, period_days=7, max_messages=2))
+    log_contact(dbsession, customer, AT - dt.timedelta(days=1))
+    # One row per consent: the customer is selected four times.
+    candidates = (
+        sa.select(Customer.id)
+        .join(ChannelConsent, ChannelConsent.customer_id == Customer.id)
+        .where(Customer.id == customer.id)
+    )
+    message = policy.Message.for_topic(topic, ("email",))
+    with policy.audience(dbsession, message, candidates, AT, cfg=CFG) as audience:
+        rows = dbsession.execute(audience.query).all()
+    assert [(r.decision, r.reason) for r in rows] == [("send", None)]
