@@ -102,6 +102,12 @@ def _run_campaigns(args: argparse.Namespace, _command: str) -> int:
     return campaigns.main(args.options)
 
 
+def _run_fallow(args: argparse.Namespace, _command: str) -> int:
+    from . import fallow
+
+    return fallow.main(args.options)
+
+
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Runner]] = {
     "policy": (
         "contact policy: set-based decisions for 1M customers, per-customer latency",
@@ -118,11 +124,16 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Runn
         _api_parser,
         _run_campaigns,
     ),
+    "fallow": (
+        "SendGrid event webhook events/s; dormancy over 1M customers, 10M interactions",
+        _api_parser,
+        _run_fallow,
+    ),
 }
 
 
 # Benchmarks with a parser of their own: everything after the name is theirs.
-PASS_THROUGH = ("api", "campaigns")
+PASS_THROUGH = ("api", "campaigns", "fallow")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,7 +126,9 @@ def test_a_signed_batch_moves_deliveries_forward_and_records_engagement(webhook,
     _topic, (ann, bob), deliveries = sent
     batch = [
         event("processed", deliveries[ann.id], ann),
+        event("processed", deliveries[bob.id], bob),
         event("delivered", deliveries[ann.id], ann),
+        event("delivered", deliveries[bob.id], bob),
         event("open", deliveries[ann.id], ann),
         event("click", deliveries[bob.id], bob, url="https://example.com/sale"),
     ]
@@ -134,7 +136,7 @@ def test_a_signed_batch_moves_deliveries_forward_and_records_engagement(webhook,
     answer = post(webhook, batch)
 
     assert answer.status_int == 200
-    assert answer.json["new"] == 4 and answer.json["engagements"] == 2
+    assert answer.json["new"] == 6 and answer.json["engagements"] == 2
     first, second = (
         status_of(dbsession, deliveries[ann.id]),
         status_of(dbsession, deliveries[bob.id]),

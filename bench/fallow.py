@@ -1,0 +1,316 @@
+"""Engagement signals and relational fallow: ``.venv/bin/python -m bench fallow [--write-docs]``.
+
+On throw-away PostgreSQL databases:
+
+1. *webhook*: 100,000 SendGrid events in batches of 1,000, each batch as the endpoint
+   handles it — ECDSA signature verified, JSON parsed, ``campaigns.events.ingest``,
+   commit — against 50,000 sent deliveries (a realistic mix: processed, delivered,
+   human and machine opens, clicks, bounces, drops, a few spam reports and unsubscribes);
+   then the same batches again (SendGrid's retries: all duplicates);
+2. *dormancy*: 1,000,000 customers and 10,000,000 interactions loaded with
+   ``INSERT … SELECT``, then ``recompute_last_interactions`` (rebuild every customer's
+   last interaction from the interactions), the dormant count and the day's snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import random
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.orm import Session
+
+from campaigns import dormancy, events
+from prefcenter.consent_settings import ConsentSettings
+from prefcenter.db import make_engine
+
+from . import _docs, _env
+
+AT = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
+CFG = ConsentSettings(address_key=b"bench-address-hmac-key-0123456789abcdef")
+MIX = (
+    ("processed", 0.20),
+    ("delivered", 0.38),
+    ("open", 0.20),
+    ("machine_open", 0.06),
+    ("click", 0.10),
+    ("bounce", 0.03),
+    ("dropped", 0.01),
+    ("deferred", 0.015),
+    ("spamreport", 0.0025),
+    ("unsubscribe", 0.0025),
+)
+
+
+def _load_deliveries(engine: sa.Engine, count: int) -> list[tuple[str, str]]:
+    """Customers, a topic, a campaign and one sent delivery each; returns (delivery, email)."""
+    with engine.begin() as connection:
+        topic, campaign = uuid.uuid4(), uuid.uuid4()
+        connection.execute(
+            sa.text(
+                "INSERT INTO topics (id, key, names, descriptions, kind, regime, active,"
+                " created_at, updated_at) VALUES (:id, 'bench_offers', '{}', '{}', 'marketing',"
+                " 'opt_out', true, now(), now())"
+            ),
+            {"id": topic},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO campaigns (id, name, topic_id, kind, channels, segment, content,"
+                " status, plan_counts, created_at, updated_at) VALUES (:id, 'bench', :topic,"
+                " 'marketing', '[\"email\"]', '{}', '{}', 'running', '{}', now(), now())"
+            ),
+            {"id": campaign, "topic": topic},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO customers (id, external_id, email, locale, timezone, attributes,"
+                " created_at, updated_at) SELECT gen_random_uuid(), 'F-' || n,"
+                " 'member' || n || '@example.com', 'fr', 'Europe/Paris', '{}', now(), now()"
+                " FROM generate_series(1, :n) AS n"
+            ),
+            {"n": count},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO deliveries (id, campaign_id, customer_id, channel, status, attempts,"
+                " sent_at, created_at, updated_at) SELECT gen_random_uuid(), :campaign, c.id,"
+                " 'email', 'sent', 1, now(), now(), now() FROM customers c"
+            ),
+            {"campaign": campaign},
+        )
+        rows = connection.execute(
+            sa.text(
+                "SELECT d.id::text, c.email FROM deliveries d JOIN customers c"
+                " ON c.id = d.customer_id"
+            )
+        ).all()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM (ANALYZE)")
+    return [(r[0], r[1]) for r in rows]
+
+
+def _events(targets: Sequence[tuple[str, str]], total: int, rng: random.Random) -> list[dict]:
+    kinds = [k for k, _w in MIX]
+    weights = [w for _k, w in MIX]
+    now = int(AT.timestamp())
+    out = []
+    for _ in range(total):
+        delivery_id, email = targets[rng.randrange(len(targets))]
+        kind = rng.choices(kinds, weights)[0]
+        event: dict[str, Any] = {
+            "email": email,
+            "timestamp": now,
+            "sg_event_id": uuid.uuid4().hex,
+            "sg_message_id": "bench.filter0001",
+            "delivery_id": delivery_id,
+            "event": "open" if kind == "machine_open" else kind,
+        }
+        if kind == "machine_open":
+            event["sg_machine_open"] = True
+        if kind == "bounce":
+            event |= {"type": "bounce", "reason": "550 5.1.1 no such user"}
+        if kind == "dropped":
+            event["reason"] = "Bounced Address"
+        if kind == "click":
+            event["url"] = "https://example.com/sale"
+        out.append(event)
+    return out
+
+
+def measure_webhook(url: str, deliveries: int, total: int, batch: int) -> dict[str, Any]:
+    engine = make_engine(url)
+    targets = _load_deliveries(engine, deliveries)
+    rng = random.Random(20261201)
+    all_events = _events(targets, total, rng)
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = base64.b64encode(
+        private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).decode()
+    settings = events.WebhookSettings(public, dt.timedelta(days=3650))
+    bodies = []
+    for start in range(0, total, batch):
+        body = json.dumps(all_events[start : start + batch]).encode()
+        stamp = str(int(time.time()))
+        signature = base64.b64encode(
+            private.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        ).decode()
+        bodies.append((body, signature, stamp))
+
+    def run() -> tuple[float, events.Ingested]:
+        totals = events.Ingested()
+        started = time.perf_counter()
+        for body, signature, stamp in bodies:
+            now = dt.datetime.now(dt.UTC)
+            events.verify(settings, body, signature, stamp, now)
+            with Session(engine) as session:
+                result = events.ingest(session, events.parse(body), now, cfg=CFG)
+                session.commit()
+            for field in ("new", "duplicates", "engagements", "suppressed", "consent_changes"):
+                setattr(totals, field, getattr(totals, field) + getattr(result, field))
+        return time.perf_counter() - started, totals
+
+    first_seconds, first = run()
+    again_seconds, again = run()
+    engine.dispose()
+    return {
+        "first": (first_seconds, first),
+        "again": (again_seconds, again),
+        "events": total,
+        "batch": batch,
+        "deliveries": deliveries,
+    }
+
+
+def measure_dormancy(url: str, customers: int, interactions: int) -> dict[str, Any]:
+    engine = make_engine(url)
+    per_customer = max(1, interactions // customers)
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        connection.execute(
+            sa.text(
+                "INSERT INTO customers (id, external_id, locale, timezone, attributes,"
+                " created_at, updated_at) SELECT gen_random_uuid(), 'D-' || n, 'fr',"
+                " 'Europe/Paris', '{}', :created, :created FROM generate_series(1, :n) AS n"
+            ),
+            {"n": customers, "created": AT - dt.timedelta(days=800)},
+        )
+        # Each customer's interactions drift off at a customer-specific pace: the last one
+        # falls anywhere in the past two years, so about a quarter to a third are dormant.
+        connection.execute(
+            sa.text(
+                "INSERT INTO interactions (id, customer_id, kind, occurred_at, source,"
+                " idempotency_key, data, created_at)"
+                " SELECT gen_random_uuid(), c.id, 'purchase',"
+                " :at - make_interval(days => (abs(hashtext(c.id::text)) % 250) + k * 7),"
+                " 'bench', c.id::text || '-' || k, '{}', :at"
+                " FROM customers c CROSS JOIN generate_series(1, :k) AS k"
+            ),
+            {"at": AT, "k": per_customer},
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM (ANALYZE)")
+    load_seconds = time.perf_counter() - started
+    with engine.connect() as connection:
+        loaded = connection.execute(sa.text("SELECT count(*) FROM interactions")).scalar_one()
+
+    with Session(engine) as session:
+        started = time.perf_counter()
+        changed = dormancy.recompute_last_interactions(session, AT)
+        session.commit()
+        recompute = time.perf_counter() - started
+        started = time.perf_counter()
+        snapshot = dormancy.snapshot(session, AT)
+        session.commit()
+        counted = time.perf_counter() - started
+        dormant, total = snapshot.dormant, snapshot.customers
+    engine.dispose()
+    return {
+        "customers": customers,
+        "interactions": loaded,
+        "load": load_seconds,
+        "recompute": recompute,
+        "changed": changed,
+        "snapshot": counted,
+        "dormant": dormant,
+        "total": total,
+    }
+
+
+def run(args: argparse.Namespace) -> str:
+    with _env.postgres_database(args.database_url, keep=args.keep) as database:
+        machine = _env.machine(_env.engine_for(database))
+        print("webhook…", file=sys.stderr)
+        hook = measure_webhook(database.url, args.deliveries, args.events, args.batch)
+    with _env.postgres_database(args.database_url, keep=args.keep) as database:
+        print("dormancy…", file=sys.stderr)
+        fallow = measure_dormancy(database.url, args.customers, args.interactions)
+
+    first_seconds, first = hook["first"]
+    again_seconds, again = hook["again"]
+    rows = [
+        [
+            f"webhook: {hook['events']:,} events in batches of {hook['batch']:,} "
+            f"({hook['deliveries']:,} deliveries)",
+            f"{hook['events'] / first_seconds:,.0f} events/s ({first_seconds:.1f} s)",
+            "≥ 10,000/s",
+        ],
+        [
+            "  of which new / engagements / suppressed / consent changes",
+            f"{first.new:,} / {first.engagements:,} / {first.suppressed:,} / "
+            f"{first.consent_changes:,}",
+            "",
+        ],
+        [
+            "webhook: the same batches again (all duplicates)",
+            f"{hook['events'] / again_seconds:,.0f} events/s ({again.duplicates:,} duplicates)",
+            "",
+        ],
+        [
+            f"dormancy: rebuild last interaction, {fallow['customers']:,} customers, "
+            f"{fallow['interactions']:,} interactions",
+            f"{fallow['recompute']:.2f} s ({fallow['changed']:,} customers changed)",
+            "≤ 10 s",
+        ],
+        [
+            "dormancy: the day's snapshot (dormant count)",
+            f"{fallow['snapshot']:.2f} s ({fallow['dormant']:,} of {fallow['total']:,} dormant, "
+            f"{fallow['dormant'] / fallow['total']:.0%})",
+            "",
+        ],
+    ]
+    lines = [
+        f"Command: `{args.command}`",
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + f"; load {_load()}.",
+        "",
+        _env.table(["measure", "figure", "target"], rows),
+        "",
+        f"(Loading the dormancy data took {fallow['load']:.0f} s; not part of the figures.)",
+    ]
+    return "\n".join(lines)
+
+
+def _load() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m bench fallow", description=__doc__)
+    parser.add_argument("--database-url", default=_env.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--deliveries", type=int, default=50_000)
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--interactions", type=int, default=10_000_000)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args(argv)
+    args.command = " ".join([".venv/bin/python -m bench fallow", *argv])
+    text = run(args)
+    print(text)
+    if args.write_docs:
+        _docs.write_section("fallow", "Engagement signals and relational fallow", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
