@@ -128,6 +128,15 @@ def machine(engine: sa.Engine | None = None) -> dict[str, str]:
     return facts
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (a busy machine makes figures a floor)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 # --------------------------------------------------------------------------- timing
 
 

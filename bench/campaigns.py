@@ -258,7 +258,9 @@ def run(args: argparse.Namespace) -> str:
     lines.append(f"Command: `{args.command}`")
     lines.append("")
     lines.append(
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + f"; load {_load()}."
+        "Machine: "
+        + "; ".join(f"{k} {v}" for k, v in machine.items())
+        + f"; load {_env.load_average()}."
     )
     lines.append("")
     counts = plan["counts"]
@@ -308,14 +310,6 @@ def run(args: argparse.Namespace) -> str:
             f"planner {versus['planner']['contacted']:,}."
         )
     return "\n".join(lines)
-
-
-def _load() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

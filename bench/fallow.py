@@ -275,21 +275,15 @@ def run(args: argparse.Namespace) -> str:
     lines = [
         f"Command: `{args.command}`",
         "",
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + f"; load {_load()}.",
+        "Machine: "
+        + "; ".join(f"{k} {v}" for k, v in machine.items())
+        + f"; load {_env.load_average()}.",
         "",
         _env.table(["measure", "figure", "target"], rows),
         "",
         f"(Loading the dormancy data took {fallow['load']:.0f} s; not part of the figures.)",
     ]
     return "\n".join(lines)
-
-
-def _load() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

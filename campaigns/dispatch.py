@@ -382,20 +382,18 @@ def _release(
     session: Session, message_ref: str, customer_ids: Sequence[uuid.UUID], now: dt.datetime
 ) -> None:
     """These reservations will not be sent: they stop counting toward caps."""
-    for chunk in _chunks(customer_ids):
-        session.execute(
-            sa.update(ContactLogEntry)
-            .where(
-                ContactLogEntry.message_ref == message_ref,
-                ContactLogEntry.customer_id.in_(chunk),
-                ContactLogEntry.status == "reserved",
-            )
-            .values(status="released", updated_at=now)
-        )
+    _settle(session, message_ref, customer_ids, status="released", updated_at=now)
 
 
 def _mark_sent(
     session: Session, message_ref: str, customer_ids: Sequence[uuid.UUID], now: dt.datetime
+) -> None:
+    """These reservations went out: they keep counting, at the time they were sent."""
+    _settle(session, message_ref, customer_ids, status="sent", at=now, updated_at=now)
+
+
+def _settle(
+    session: Session, message_ref: str, customer_ids: Sequence[uuid.UUID], **values: Any
 ) -> None:
     for chunk in _chunks(customer_ids):
         session.execute(
@@ -405,7 +403,7 @@ def _mark_sent(
                 ContactLogEntry.customer_id.in_(chunk),
                 ContactLogEntry.status == "reserved",
             )
-            .values(status="sent", at=now, updated_at=now)
+            .values(**values)
         )
 
 

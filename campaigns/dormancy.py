@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session
 from prefcenter.consent_settings import ConsentSettings
 from prefcenter.errors import InvalidField, InvalidInput
 from prefcenter.models import Customer, Interaction, Topic
-from prefcenter.models.vocabulary import CHANNELS
 from prefcenter.services import preferences
 from prefcenter.services.contacts import new_id
 from prefcenter.services.ledger import Actor
@@ -122,9 +121,10 @@ def create_program(session: Session, data: Mapping[str, Any]) -> ReengagementPro
         InvalidField(f"/{k}", data[k], "is not a program field") for k in sorted(set(data) - known)
     ]
     name = data.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        errors.append(InvalidField("/name", name, "must be a text of 1 to 200 characters"))
-    elif session.scalar(sa.select(ReengagementProgram.id).where(ReengagementProgram.name == name)):
+    errors += services.check_name(name)
+    if not errors and session.scalar(
+        sa.select(ReengagementProgram.id).where(ReengagementProgram.name == name)
+    ):
         errors.append(InvalidField("/name", name, "is already the name of a program"))
     topic = None
     key = data.get("topic")
@@ -133,17 +133,7 @@ def create_program(session: Session, data: Mapping[str, Any]) -> ReengagementPro
     if topic is None or not topic.active or topic.kind != "marketing":
         errors.append(InvalidField("/topic", key, "is not an active marketing topic"))
     channels = data.get("channels")
-    if (
-        not isinstance(channels, list)
-        or not channels
-        or any(c not in CHANNELS for c in channels)
-        or len(set(channels)) != len(channels)
-    ):
-        errors.append(
-            InvalidField(
-                "/channels", channels, f"must list some of {', '.join(CHANNELS)}, each once"
-            )
-        )
+    errors += services.check_channels(channels)
     steps = data.get("steps")
     if not isinstance(steps, list) or not 1 <= len(steps) <= 10:
         errors.append(InvalidField("/steps", steps, "must list 1 to 10 steps"))

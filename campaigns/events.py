@@ -35,6 +35,7 @@ from prefcenter.consent_settings import ConsentSettings
 from prefcenter.models import Customer, Interaction, Topic
 from prefcenter.models.base import UTCDateTime
 from prefcenter.services import preferences, suppressions
+from prefcenter.services.interactions import move_last_interaction
 from prefcenter.services.ledger import Actor
 
 from .models import Campaign, Delivery, ProviderEvent
@@ -410,17 +411,7 @@ def _engagements(
         )
         touched = {c for (c,) in session.connection().execute(statement, rows)}
     if touched:
-        latest = (
-            sa.select(sa.func.max(Interaction.occurred_at))
-            .where(Interaction.customer_id == Customer.id)
-            .scalar_subquery()
-        )
-        session.execute(
-            sa.update(Customer)
-            .where(Customer.id.in_(touched))
-            .values(last_interaction_at=latest)
-            .execution_options(synchronize_session=False)
-        )
+        move_last_interaction(session, Customer.id.in_(touched))
     return len(rows)
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from prefcenter import policy
 from prefcenter.consent_settings import ConsentSettings
 from prefcenter.models import ContactLogEntry, Topic, utcnow
-from prefcenter.services.contacts import lock_customers, new_id
+from prefcenter.services.contacts import insert_reservations, lock_customers, new_id
 
 from .models import Campaign, Delivery
 
@@ -171,38 +171,15 @@ def _reserve(
     reserved = sa.select(ContactLogEntry.customer_id).where(
         ContactLogEntry.message_ref == message.message_ref
     )
-    rows = sa.select(
-        new_id(session),
-        Delivery.customer_id,
-        Delivery.channel,
-        sa.literal(message.topic_id, sa.Uuid()),
-        sa.literal(message.kind),
-        Delivery.scheduled_at,
-        sa.literal("reserved"),
-        sa.literal(message.message_ref),
-        sa.literal(now, ContactLogEntry.created_at.type),
-        sa.literal(now, ContactLogEntry.updated_at.type),
-    ).where(
-        Delivery.campaign_id == campaign.id,
-        Delivery.status.in_(("planned", "deferred")),
-        Delivery.customer_id.not_in(reserved),
-    )
-    session.execute(
-        sa.insert(ContactLogEntry).from_select(
-            [
-                "id",
-                "customer_id",
-                "channel",
-                "topic_id",
-                "kind",
-                "at",
-                "status",
-                "message_ref",
-                "created_at",
-                "updated_at",
-            ],
-            rows,
-        )
+    insert_reservations(
+        session,
+        message,
+        sa.select(Delivery.customer_id, Delivery.channel, Delivery.scheduled_at).where(
+            Delivery.campaign_id == campaign.id,
+            Delivery.status.in_(("planned", "deferred")),
+            Delivery.customer_id.not_in(reserved),
+        ),
+        now,
     )
 
 

@@ -126,6 +126,25 @@ def _parse_schedule(value: Any, errors: list[InvalidField]) -> dt.datetime | Non
     return parsed.astimezone(dt.UTC)
 
 
+def check_name(name: Any) -> list[InvalidField]:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        return [InvalidField("/name", name, "must be a text of 1 to 200 characters")]
+    return []
+
+
+def check_channels(channels: Any) -> list[InvalidField]:
+    """A campaign's (or a program's) channels: some of the four, each once."""
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or any(c not in CHANNELS for c in channels)
+        or len(set(channels)) != len(channels)
+    ):
+        reason = f"must list some of {', '.join(CHANNELS)}, each once"
+        return [InvalidField("/channels", channels, reason)]
+    return []
+
+
 def create_campaign(
     session: Session, data: Mapping[str, Any], *, created_by: str | None = None
 ) -> Campaign:
@@ -137,8 +156,7 @@ def create_campaign(
         errors.append(InvalidField(f"/{key}", data[key], "is not a campaign field"))
 
     name = data.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        errors.append(InvalidField("/name", name, "must be a text of 1 to 200 characters"))
+    errors += check_name(name)
 
     topic = None
     key = data.get("topic")
@@ -158,17 +176,9 @@ def create_campaign(
         )
 
     channels = data.get("channels")
-    if (
-        not isinstance(channels, list)
-        or not channels
-        or any(c not in CHANNELS for c in channels)
-        or len(set(channels)) != len(channels)
-    ):
-        errors.append(
-            InvalidField(
-                "/channels", channels, f"must list some of {', '.join(CHANNELS)}, each once"
-            )
-        )
+    channel_errors = check_channels(channels)
+    errors += channel_errors
+    if channel_errors:
         channels = []
 
     segment = data.get("segment", {"all": []})

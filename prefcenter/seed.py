@@ -33,6 +33,7 @@ from .models import (
 )
 from .models.vocabulary import API_SCOPES
 from .services.apikeys import register_api_key
+from .services.interactions import move_last_interaction
 from .services.suppressions import current_address_hmac
 from .services.users import create_user
 
@@ -378,20 +379,14 @@ def _insert(
 
 
 def _set_last_interaction(session: Session, now: dt.datetime) -> None:
-    latest = (
-        sa.select(sa.func.max(Interaction.occurred_at))
-        .where(Interaction.customer_id == Customer.id)
-        .scalar_subquery()
-    )
-    session.execute(
-        sa.update(Customer)
-        .where(
+    move_last_interaction(
+        session,
+        sa.and_(
             Customer.external_id.like(f"{EXTERNAL_ID_PREFIX}%"),
             Customer.last_interaction_at.is_(None),
             sa.exists().where(Interaction.customer_id == Customer.id),
-        )
-        .values(last_interaction_at=latest, updated_at=now)
-        .execution_options(synchronize_session=False)
+        ),
+        updated_at=now,
     )
 
 

@@ -57,6 +57,43 @@ def new_id(session: Session) -> sa.ColumnElement[uuid.UUID]:
     return sa.func.lower(sa.func.hex(sa.func.randomblob(16)))
 
 
+def insert_reservations(
+    session: Session, message: policy.Message, contacts: sa.Select, now: dt.datetime
+) -> None:
+    """``INSERT … SELECT`` a reservation of ``message`` for each row of ``contacts``
+    (customer id, channel, contact time): the set-based way planners reserve."""
+    rows = contacts.subquery("contacts")
+    customer_id, channel, at = rows.c
+    session.execute(
+        sa.insert(ContactLogEntry).from_select(
+            [
+                "id",
+                "customer_id",
+                "channel",
+                "topic_id",
+                "kind",
+                "at",
+                "status",
+                "message_ref",
+                "created_at",
+                "updated_at",
+            ],
+            sa.select(
+                new_id(session),
+                customer_id,
+                channel,
+                sa.literal(message.topic_id, sa.Uuid()),
+                sa.literal(message.kind),
+                at,
+                sa.literal("reserved"),
+                sa.literal(message.message_ref),
+                sa.literal(now, ContactLogEntry.created_at.type),
+                sa.literal(now, ContactLogEntry.updated_at.type),
+            ),
+        )
+    )
+
+
 def reserve_audience(
     session: Session,
     message: policy.Message,
@@ -82,34 +119,13 @@ def reserve_audience(
     now = utcnow()
     with policy.audience(session, message, fresh, at, cfg=cfg) as audience:
         decided = audience.query.subquery("decided")
-        rows = sa.select(
-            new_id(session),
-            decided.c.customer_id,
-            decided.c.channel,
-            sa.literal(message.topic_id, sa.Uuid()),
-            sa.literal(message.kind),
-            decided.c.contact_at,
-            sa.literal("reserved"),
-            sa.literal(message.message_ref),
-            sa.literal(now, ContactLogEntry.created_at.type),
-            sa.literal(now, ContactLogEntry.updated_at.type),
-        ).where(decided.c.decision.in_((policy.SEND, policy.DEFER)))
-        session.execute(
-            sa.insert(ContactLogEntry).from_select(
-                [
-                    "id",
-                    "customer_id",
-                    "channel",
-                    "topic_id",
-                    "kind",
-                    "at",
-                    "status",
-                    "message_ref",
-                    "created_at",
-                    "updated_at",
-                ],
-                rows,
-            )
+        insert_reservations(
+            session,
+            message,
+            sa.select(decided.c.customer_id, decided.c.channel, decided.c.contact_at).where(
+                decided.c.decision.in_((policy.SEND, policy.DEFER))
+            ),
+            now,
         )
     mine = (
         sa.select(ContactLogEntry.channel, (ContactLogEntry.at > at).label("later"))

@@ -135,12 +135,15 @@ def _record_postgresql(
         # Joined to unnest(): "id = ANY(array)" makes PostgreSQL scan every customer.
         ids = sa.bindparam("touched", list(touched), type_=postgresql.ARRAY(sa.Uuid()))
         touched_ids = sa.func.unnest(ids).table_valued("id").render_derived()
-        _move_last_interaction(session, Customer.id == touched_ids.c.id)
+        move_last_interaction(session, Customer.id == touched_ids.c.id)
     return known, inserted
 
 
-def _move_last_interaction(session: Session, which: Any) -> None:
-    # An ORM-enabled UPDATE: it also tells zope.sqlalchemy the transaction wrote something.
+def move_last_interaction(session: Session, which: Any, **values: Any) -> None:
+    """Set ``last_interaction_at`` of the customers ``which`` selects from their interactions.
+
+    An ORM-enabled UPDATE: it also tells zope.sqlalchemy the transaction wrote something.
+    """
     latest = (
         sa.select(sa.func.max(Interaction.occurred_at))
         .where(Interaction.customer_id == Customer.id)
@@ -149,7 +152,7 @@ def _move_last_interaction(session: Session, which: Any) -> None:
     session.execute(
         sa.update(Customer)
         .where(which)
-        .values(last_interaction_at=latest)
+        .values(last_interaction_at=latest, **values)
         .execution_options(synchronize_session=False)
     )
 
@@ -197,5 +200,5 @@ def _record_portable(
             inserted.add(key)
             touched.add(customer_id)
     if touched:
-        _move_last_interaction(session, Customer.id.in_(touched))
+        move_last_interaction(session, Customer.id.in_(touched))
     return set(ids), inserted
