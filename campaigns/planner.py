@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -127,7 +126,7 @@ def plan(
     lock_customers(session, fresh)
     now = utcnow()
     with policy.audience(session, message, fresh, at, cfg=cfg) as audience:
-        decided = _staged(session, audience.query)
+        decided = audience.query.subquery("decided")
         status = sa.case(
             *((decided.c.decision == d, status) for d, status in _STATUS_OF.items()),
         )
@@ -164,25 +163,6 @@ def plan(
     campaign.plan_counts = counts.as_dict()
     campaign.planned_at = now
     return counts
-
-
-def _staged(session: Session, query: sa.Select) -> Any:
-    """The decisions, as rows to insert from.
-
-    PostgreSQL 15 never runs an ``INSERT … SELECT`` in parallel, but it does a
-    ``CREATE TABLE … AS SELECT``: the policy's query fills a temporary table with every
-    core, then the deliveries are inserted from it.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return query.subquery("decided")
-    name = f"plan_{uuid.uuid4().hex[:12]}"
-    compiled = query.compile(
-        dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True}
-    )
-    session.connection().exec_driver_sql(
-        f"CREATE TEMPORARY TABLE {name} ON COMMIT DROP AS {compiled}", compiled.params
-    )
-    return sa.table(name, *(sa.column(c.key, c.type) for c in query.selected_columns))
 
 
 def _reserve(
