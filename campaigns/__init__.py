@@ -6,9 +6,13 @@ from . import models  # noqa: F401  (register the engine's tables on prefcenter'
 
 
 def includeme(config: Any) -> None:
+    from .tasks import build_dispatcher
+
     config.include(".routes")
-    _webhooks(config)
-    _api(config)
+    # Read the settings once: the API views and the webhook share the consent settings.
+    dispatcher = build_dispatcher(config.get_settings())
+    _webhooks(config, dispatcher.cfg)
+    _api(config, dispatcher)
     interval = float(config.get_settings().get("prefcenter.scheduler.interval", 5))
     config.registry.setdefault("in_process_services", []).append(
         lambda: _start_scheduler(config.registry, interval)
@@ -23,11 +27,13 @@ def _start_scheduler(registry: Any, interval: float) -> Any:
     return scheduler.stop
 
 
-def _webhooks(config: Any) -> None:
-    from .events import WebhookConfig
+def _webhooks(config: Any, cfg: Any) -> None:
+    from .events import WebhookConfig, WebhookSettings
     from .views.webhooks import sendgrid_events
 
-    config.registry["campaigns.webhook"] = WebhookConfig.from_settings(config.get_settings())
+    config.registry["campaigns.webhook"] = WebhookConfig(
+        WebhookSettings.from_settings(config.get_settings()), cfg
+    )
     config.add_view(
         sendgrid_events,
         route_name="sendgrid_events",
@@ -37,17 +43,12 @@ def _webhooks(config: Any) -> None:
     )
 
 
-def _api(config: Any) -> None:
+def _api(config: Any, dispatcher: Any) -> None:
     from prefcenter.api import add_operations
 
-    from . import services
-    from .tasks import build_dispatcher
+    from .tasks import build_launch_settings
     from .views.api import FRAGMENT, OPERATIONS, EngineConfig
 
-    settings = config.get_settings()
-    dispatcher = build_dispatcher(settings)
-    days = int(settings.get("prefcenter.dormancy.days", services.segments.DEFAULT_DORMANCY_DAYS))
-    config.registry["campaigns.engine"] = EngineConfig(
-        dispatcher, services.Settings(dispatcher.cfg, days)
-    )
+    launch = build_launch_settings(config.get_settings(), dispatcher.cfg)
+    config.registry["campaigns.engine"] = EngineConfig(dispatcher, launch)
     add_operations(config, FRAGMENT, OPERATIONS)

@@ -139,7 +139,11 @@ def _show(message: Any) -> None:
         print(message.html)
 
 
-def _cmd_preview(args: argparse.Namespace) -> int:
+def _one_customer_s_message(
+    args: argparse.Namespace, make: Callable[..., Any]
+) -> tuple[Any, int | None]:
+    """Call ``make(session, campaign, customer, dispatcher)`` for the command's campaign and
+    customer; (result, None), or (None, exit code) after printing the refused input."""
     settings = base.load_settings(args.config)
     base_tasks.use_settings(settings)
     dispatcher = campaign_tasks._dispatcher()
@@ -147,34 +151,36 @@ def _cmd_preview(args: argparse.Namespace) -> int:
         try:
             campaign = services.get_campaign(session, args.campaign_id)
             customer = _customer(session, args.external_id)
-            message = dispatch.preview(
-                session, campaign, customer, args.channel, dispatcher.links, utcnow()
-            )
+            return make(session, campaign, customer, dispatcher), None
         except NotFound as exc:
             raise base.CommandFailed(str(exc)) from None
         except InvalidInput as exc:
             base._print_invalid(exc)
-            return 2
-        _show(message)
+            return None, 2
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    message, failed = _one_customer_s_message(
+        args,
+        lambda session, campaign, customer, dispatcher: dispatch.preview(
+            session, campaign, customer, args.channel, dispatcher.links, utcnow()
+        ),
+    )
+    if failed is not None:
+        return failed
+    _show(message)
     return 0
 
 
 def _cmd_test_send(args: argparse.Namespace) -> int:
-    settings = base.load_settings(args.config)
-    base_tasks.use_settings(settings)
-    dispatcher = campaign_tasks._dispatcher()
-    with base._session(settings["sqlalchemy.url"]) as session:
-        try:
-            campaign = services.get_campaign(session, args.campaign_id)
-            customer = _customer(session, args.external_id)
-            sent = dispatch.test_send(
-                session, campaign, customer, args.channel, args.to, dispatcher, utcnow()
-            )
-        except NotFound as exc:
-            raise base.CommandFailed(str(exc)) from None
-        except InvalidInput as exc:
-            base._print_invalid(exc)
-            return 2
+    sent, failed = _one_customer_s_message(
+        args,
+        lambda session, campaign, customer, dispatcher: dispatch.test_send(
+            session, campaign, customer, args.channel, args.to, dispatcher, utcnow()
+        ),
+    )
+    if failed is not None:
+        return failed
     if not sent.ok:
         raise base.CommandFailed(f"not sent: {sent.error or 'the provider asked to retry later'}")
     print(f"test message sent to {args.to} ({sent.provider_message_id})")

@@ -168,7 +168,7 @@ def _context(customer: Customer | sa.Row, portal_url: str, unsubscribe_url: str)
 
 
 def build_message(
-    delivery: Delivery | _DeliveryView,
+    delivery: _DeliveryView,
     campaign: Campaign,
     topic: Topic,
     customer: Customer | sa.Row,

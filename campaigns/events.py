@@ -74,10 +74,6 @@ class WebhookConfig:
     settings: WebhookSettings
     consent: ConsentSettings
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> WebhookConfig:
-        return cls(WebhookSettings.from_settings(settings), ConsentSettings.from_settings(settings))
-
 
 def verify(
     settings: WebhookSettings,
@@ -129,11 +125,6 @@ class Ingested:
     engagements: int = 0
     suppressed: int = 0
     consent_changes: int = 0
-
-
-def _insert(session: Session, table: Any) -> Any:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
@@ -243,7 +234,7 @@ def _record_events(session: Session, rows: list[dict[str, Any]], now: dt.datetim
         )
         return set(session.connection().scalars(statement))
     statement = (
-        _insert(session, table)
+        sqlite.insert(table)
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(table.c.event_id)
     )
@@ -405,7 +396,7 @@ def _engagements(
         touched = set(session.connection().scalars(statement))
     else:
         statement = (
-            _insert(session, table)
+            sqlite.insert(table)
             .on_conflict_do_nothing(index_elements=["source", "idempotency_key"])
             .returning(table.c.customer_id)
         )

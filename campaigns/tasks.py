@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import functools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -33,12 +32,6 @@ STUCK_AFTER = dt.timedelta(minutes=10)
 UNCONFIRMED_AFTER = dt.timedelta(hours=1)
 
 
-@functools.cache
-def _dispatcher_for(settings_key: tuple[tuple[str, str], ...]) -> dispatch.Dispatcher:
-    settings = dict(settings_key)
-    return build_dispatcher(settings)
-
-
 def build_dispatcher(settings: Mapping[str, Any]) -> dispatch.Dispatcher:
     """Consent settings, signed links and one transport per channel, from the settings."""
     sender = email.utils.parseaddr(str(settings.get("prefcenter.email.from", "")))[1]
@@ -60,15 +53,26 @@ def build_dispatcher(settings: Mapping[str, Any]) -> dispatch.Dispatcher:
     return dispatch.Dispatcher(ConsentSettings.from_settings(settings), links, transports)
 
 
+def build_launch_settings(settings: Mapping[str, Any], cfg: ConsentSettings) -> services.Settings:
+    days = int(settings.get("prefcenter.dormancy.days", services.segments.DEFAULT_DORMANCY_DAYS))
+    return services.Settings(cfg, days)
+
+
+# Built once per configuration (tasks.use_settings makes a new settings object each time),
+# not once per message: the transports keep their HTTP client between batches.
+_built: tuple[Mapping[str, Any], dispatch.Dispatcher] | None = None
+
+
 def _dispatcher() -> dispatch.Dispatcher:
+    global _built
     settings = tasks.current_settings()
-    return _dispatcher_for(tuple(sorted((k, str(v)) for k, v in settings.items())))
+    if _built is None or _built[0] is not settings:
+        _built = (settings, build_dispatcher(settings))
+    return _built[1]
 
 
 def _launch_settings() -> services.Settings:
-    settings = tasks.current_settings()
-    days = int(settings.get("prefcenter.dormancy.days", services.segments.DEFAULT_DORMANCY_DAYS))
-    return services.Settings(_dispatcher().cfg, days)
+    return build_launch_settings(tasks.current_settings(), _dispatcher().cfg)
 
 
 @actor(max_retries=3, min_backoff=5_000, time_limit=600_000, queue_name="campaigns")
