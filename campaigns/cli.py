@@ -98,10 +98,7 @@ def _transition(action: str) -> Callable[[argparse.Namespace], int]:
 def _cmd_status(args: argparse.Namespace) -> int:
     settings = base.load_settings(args.config)
     with base._session(settings["sqlalchemy.url"]) as session:
-        try:
-            campaign = services.get_campaign(session, args.campaign_id)
-        except NotFound as exc:
-            raise base.CommandFailed(str(exc)) from None
+        campaign = _campaign(session, args.campaign_id)
         _print_status(session, campaign)
     return 0
 
@@ -110,13 +107,17 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     settings = base.load_settings(args.config)
     launch_settings = _launch_settings(settings)
     with base._session(settings["sqlalchemy.url"]) as session:
-        try:
-            campaign = services.get_campaign(session, args.campaign_id)
-        except NotFound as exc:
-            raise base.CommandFailed(str(exc)) from None
+        campaign = _campaign(session, args.campaign_id)
         counts = services.forecast(session, campaign, utcnow(), launch_settings)
         print(json.dumps(counts.as_dict(), indent=2))
     return 0
+
+
+def _campaign(session: Any, campaign_id: str) -> Any:
+    try:
+        return services.get_campaign(session, campaign_id)
+    except NotFound as exc:
+        raise base.CommandFailed(str(exc)) from None
 
 
 def _customer(session: Any, external_id: str) -> Any:
@@ -149,11 +150,9 @@ def _one_customer_s_message(
     dispatcher = campaign_tasks._dispatcher()
     with base._session(settings["sqlalchemy.url"]) as session:
         try:
-            campaign = services.get_campaign(session, args.campaign_id)
+            campaign = _campaign(session, args.campaign_id)
             customer = _customer(session, args.external_id)
             return make(session, campaign, customer, dispatcher), None
-        except NotFound as exc:
-            raise base.CommandFailed(str(exc)) from None
         except InvalidInput as exc:
             base._print_invalid(exc)
             return None, 2
@@ -212,10 +211,7 @@ def _cmd_call_list(args: argparse.Namespace) -> int:
 def _cmd_print_file(args: argparse.Namespace) -> int:
     settings = base.load_settings(args.config)
     with base._session(settings["sqlalchemy.url"]) as session:
-        try:
-            campaign = services.get_campaign(session, args.campaign_id)
-        except NotFound as exc:
-            raise base.CommandFailed(str(exc)) from None
+        campaign = _campaign(session, args.campaign_id)
         letters = printing.print_file(session, campaign.id)
     text = (
         printing.as_json(letters)

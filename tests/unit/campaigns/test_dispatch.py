@@ -7,13 +7,14 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from campaigns import dispatch, planner
+from campaigns import dispatch
 from campaigns.channels import Sent
 from campaigns.channels.outbox import OutboxTransport
-from campaigns.models import Campaign, Delivery, OutboxMessage
+from campaigns.models import Delivery, OutboxMessage
 from prefcenter.errors import InvalidInput
-from prefcenter.models import ContactLogEntry, Customer
+from prefcenter.models import ContactLogEntry
 from prefcenter.portal.links import read_unsubscribe_token
+from tests.campaign_builders import make_campaign, planned
 from tests.factories import make_topic
 from tests.policy_builders import consent, preference, reachable_customer, settings
 
@@ -49,20 +50,8 @@ def topic(dbsession):
 
 
 def launched(session, topic, *customers, channels=("email", "sms"), kind="marketing"):
-    campaign = Campaign(
-        name="Spring sale",
-        topic_id=topic.id,
-        kind=kind,
-        channels=list(channels),
-        segment={"all": []},
-        content=CONTENT,
-        status="running",
-    )
-    session.add(campaign)
-    session.flush()
-    ids = [c.id for c in customers]
-    planner.plan(session, campaign, sa.select(Customer.id).where(Customer.id.in_(ids)), AT, cfg=CFG)
-    return campaign
+    campaign = make_campaign(session, topic, channels, kind, content=CONTENT, status="running")
+    return planned(session, campaign, customers, AT, CFG)
 
 
 def delivery_of(session, campaign, customer) -> Delivery:

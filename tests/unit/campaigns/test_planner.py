@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from campaigns import planner
 from campaigns.models import Campaign, Delivery
 from prefcenter.models import ContactLogEntry, Customer, Topic
+from tests.campaign_builders import among, make_campaign
 from tests.factories import make_topic
 from tests.policy_builders import consent, log_contact, reachable_customer, settings
 
@@ -24,24 +25,6 @@ CFG = settings()
 @pytest.fixture
 def topic(dbsession):
     return make_topic(dbsession, key="offers")
-
-
-def make_campaign(session, topic, channels=("email", "sms"), kind="marketing") -> Campaign:
-    campaign = Campaign(
-        name="Spring sale",
-        topic_id=topic.id,
-        kind=kind,
-        channels=list(channels),
-        segment={"all": []},
-        content={},
-    )
-    session.add(campaign)
-    session.flush()
-    return campaign
-
-
-def among(*customers: Customer) -> sa.Select:
-    return sa.select(Customer.id).where(Customer.id.in_([c.id for c in customers]))
 
 
 def deliveries(session, campaign) -> dict:

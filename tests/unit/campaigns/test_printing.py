@@ -7,13 +7,12 @@ import datetime as dt
 import io
 import json
 
-import sqlalchemy as sa
-
-from campaigns import dispatch, planner
+from campaigns import dispatch
 from campaigns.channels.outbox import OutboxTransport
 from campaigns.channels.printing import CallEntry, Letter, as_csv, as_json, call_list, print_file
 from campaigns.models import Campaign
-from prefcenter.models import CallbackRequest, Customer
+from prefcenter.models import CallbackRequest
+from tests.campaign_builders import make_campaign, planned
 from tests.factories import make_topic
 from tests.policy_builders import reachable_customer, settings
 
@@ -30,19 +29,10 @@ CONTENT = {
 
 
 def sent_campaign(session, topic, channel, *customers) -> Campaign:
-    campaign = Campaign(
-        name=f"Soldes ({channel})",
-        topic_id=topic.id,
-        kind="marketing",
-        channels=[channel],
-        segment={"all": []},
-        content=CONTENT,
-        status="running",
+    campaign = make_campaign(
+        session, topic, (channel,), name=f"Soldes ({channel})", content=CONTENT, status="running"
     )
-    session.add(campaign)
-    session.flush()
-    ids = [c.id for c in customers]
-    planner.plan(session, campaign, sa.select(Customer.id).where(Customer.id.in_(ids)), AT, cfg=CFG)
+    planned(session, campaign, customers, AT, CFG)
     dispatch.send_deliveries(session, dispatch.queue_due(session, AT), AT, DISPATCHER)
     return campaign
 
