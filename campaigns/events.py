@@ -174,7 +174,7 @@ def ingest(
     for row in rows:
         if row["delivery_id"] not in known:
             row["delivery_id"] = None  # an event of a message sent by something else
-    fresh = _record_events(session, rows, now)
+    fresh = _record_events(session, rows)
     result.new = len(fresh)
     result.duplicates = len(events) - result.without_id - result.new
     new_events = [unique[event_id] for event_id in unique if event_id in fresh]
@@ -208,37 +208,34 @@ def _recordset(rows: list[dict[str, Any]], *columns: sa.ColumnClause) -> Any:
     )
 
 
-def _record_events(session: Session, rows: list[dict[str, Any]], now: dt.datetime) -> set[str]:
-    """Insert the events not seen before; return the ids of those that are new."""
-    table = ProviderEvent.__table__
+def _insert_new(
+    session: Session, table: sa.Table, rows: list[dict[str, Any]], unique: list[str], returning: Any
+) -> set[Any]:
+    """``INSERT … ON CONFLICT (unique) DO NOTHING RETURNING``: what the rows really added.
+
+    On PostgreSQL the whole batch is one JSON parameter (:func:`_recordset`), typed by the
+    table's own columns; on SQLite an executemany.
+    """
     if _postgresql(session):
-        batch = _recordset(
-            rows,
-            sa.column("event_id", sa.Text),
-            sa.column("event", sa.Text),
-            sa.column("delivery_id", sa.Uuid),
-        )
+        names = list(rows[0])
+        batch = _recordset(rows, *(sa.column(n, table.c[n].type) for n in names))
         statement = (
             postgresql.insert(table)
-            .from_select(
-                ["event_id", "event", "delivery_id", "received_at"],
-                sa.select(
-                    batch.c.event_id,
-                    batch.c.event,
-                    batch.c.delivery_id,
-                    sa.literal(now, UTCDateTime()),
-                ),
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(table.c.event_id)
+            .from_select(names, sa.select(*(batch.c[n] for n in names)))
+            .on_conflict_do_nothing(index_elements=unique)
+            .returning(returning)
         )
         return set(session.connection().scalars(statement))
     statement = (
-        sqlite.insert(table)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(table.c.event_id)
+        sqlite.insert(table).on_conflict_do_nothing(index_elements=unique).returning(returning)
     )
-    return {event_id for (event_id,) in session.connection().execute(statement, rows)}
+    return {value for (value,) in session.connection().execute(statement, rows)}
+
+
+def _record_events(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the events not seen before; return the ids of those that are new."""
+    table = ProviderEvent.__table__
+    return _insert_new(session, table, rows, ["event_id"], table.c.event_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,38 +366,7 @@ def _engagements(
     if not rows:
         return 0
     table = Interaction.__table__
-    if _postgresql(session):
-        batch = _recordset(
-            rows,
-            sa.column("id", sa.Uuid),
-            sa.column("customer_id", sa.Uuid),
-            sa.column("kind", sa.Text),
-            sa.column("occurred_at", UTCDateTime()),
-            sa.column("idempotency_key", sa.Text),
-            sa.column("data", postgresql.JSONB),
-        )
-        columns = ["id", "customer_id", "kind", "occurred_at", "idempotency_key", "data"]
-        statement = (
-            postgresql.insert(table)
-            .from_select(
-                [*columns, "source", "created_at"],
-                sa.select(
-                    *(batch.c[c] for c in columns),
-                    sa.literal("sendgrid"),
-                    sa.literal(now, UTCDateTime()),
-                ),
-            )
-            .on_conflict_do_nothing(index_elements=["source", "idempotency_key"])
-            .returning(table.c.customer_id)
-        )
-        touched = set(session.connection().scalars(statement))
-    else:
-        statement = (
-            sqlite.insert(table)
-            .on_conflict_do_nothing(index_elements=["source", "idempotency_key"])
-            .returning(table.c.customer_id)
-        )
-        touched = {c for (c,) in session.connection().execute(statement, rows)}
+    touched = _insert_new(session, table, rows, ["source", "idempotency_key"], table.c.customer_id)
     if touched:
         move_last_interaction(session, Customer.id.in_(touched))
     return len(rows)
