@@ -31,6 +31,7 @@ DEFAULTS = {
     "prefcenter.api.max_body_bytes": str(2 * 1024 * 1024),
     "prefcenter.api.validate_responses": "true",
     "prefcenter.api.key_cache_seconds": "5",
+    "prefcenter.webhooks.allow_private_targets": "false",
 }
 
 # (route, method, operationId in openapi.yaml, view)
@@ -100,6 +101,7 @@ def docs_page(request: Any) -> dict[str, Any]:
 def includeme(config: Any) -> None:
     settings = {**DEFAULTS, **config.get_settings()}
     secret = str(settings["prefcenter.secret"])
+    allow_private = as_bool(settings["prefcenter.webhooks.allow_private_targets"])
     config.registry["api"] = ApiConfig(
         spec=Spec.load(),
         consent=ConsentSettings.from_settings(settings),
@@ -111,8 +113,9 @@ def includeme(config: Any) -> None:
         max_body_bytes=int(settings["prefcenter.api.max_body_bytes"]),
         validate_responses=as_bool(settings["prefcenter.api.validate_responses"]),
         keys=VerifiedKeys(ttl=float(settings["prefcenter.api.key_cache_seconds"])),
+        allow_private_webhooks=allow_private,
     )
-    webhook_tasks.configure(secret)
+    webhook_tasks.configure(secret, allow_private_targets=allow_private)
 
     for route, method, operation_id, view in OPERATIONS:
         config.add_view(
