@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,11 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
     """
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        kwargs.setdefault("pool_pre_ping", True)
-        return sa.create_engine(url, **kwargs)
+        ping_idle = kwargs.pop("ping_idle_after", PING_IDLE_AFTER)
+        engine = sa.create_engine(url, **kwargs)
+        if ping_idle is not None and not kwargs.get("pool_pre_ping"):
+            _ping_when_idle(engine, ping_idle)
+        return engine
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +133,32 @@ def mark_changed(session: Session) -> None:
     manager = session.info.get(TM_KEY)
     if manager is not None:
         zope.sqlalchemy.mark_changed(session, transaction_manager=manager)
+
+
+# A pooled connection idle for longer than this is pinged before use (a database restart
+# or a firewall may have closed it meanwhile); one in steady use is not. ``pool_pre_ping``
+# would ping at every checkout: three round trips (BEGIN, SELECT 1, ROLLBACK) added to
+# each API request, which is one query.
+PING_IDLE_AFTER = 10.0
+
+
+def _ping_when_idle(engine: Engine, seconds: float) -> None:
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is None or time.monotonic() - idle_since < seconds:
+            return  # new, or in steady use
+        try:
+            dbapi_connection.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:
+            # The pool discards this connection and checks out another (SQLAlchemy's
+            # documented pessimistic disconnect handling).
+            raise sa.exc.DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
 def make_session_factory(bind: Engine | Connection) -> sessionmaker[Session]:

@@ -10,6 +10,7 @@ import transaction
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from prefcenter.db import get_tm_session, make_engine, make_session_factory, mark_changed
+from tests.conftest import POSTGRES_ADMIN_URL, create_test_database
 
 NOTES = sa.table("notes", sa.column("body", sa.String))
 
@@ -114,3 +115,48 @@ def test_a_plain_session_from_the_factory_commits_by_itself(factory):
         session.execute(sa.insert(NOTES).values(body="plain"))
         session.commit()
     assert _bodies(factory) == ["plain"]
+
+
+@pytest.fixture
+def postgres_url(tmp_path_factory):
+    db = create_test_database("postgresql", tmp_path_factory)
+    yield db.url
+    db.drop()
+
+
+def _terminate_pooled_backends(url: str) -> None:
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        )
+    admin.dispose()
+
+
+@pytest.mark.parametrize(("idle_after", "survives"), [(0.0, True), (3600.0, False)])
+def test_a_connection_idle_long_enough_is_pinged_and_replaced_if_dead(
+    postgres_url, idle_after, survives
+):
+    engine = make_engine(postgres_url, ping_idle_after=idle_after)
+    with engine.connect() as connection:
+        assert connection.scalar(sa.text("SELECT 1")) == 1
+    # The server drops the pooled connection (a restart, an idle timeout, a firewall).
+    _terminate_pooled_backends(postgres_url)
+
+    if survives:
+        # Idle for longer than the threshold: pinged at checkout, found dead, replaced.
+        with engine.connect() as connection:
+            assert connection.scalar(sa.text("SELECT 2")) == 2
+    else:
+        # In steady use no ping is spent: the first statement finds the dead connection
+        # (SQLAlchemy then invalidates the pool, and the next checkout connects anew).
+        with pytest.raises(sa.exc.OperationalError), engine.connect() as connection:
+            connection.scalar(sa.text("SELECT 2"))
+        with engine.connect() as connection:
+            assert connection.scalar(sa.text("SELECT 3")) == 3
+    engine.dispose()
