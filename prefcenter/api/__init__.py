@@ -91,11 +91,50 @@ def add_operations(
 def docs_page(request: Any) -> dict[str, Any]:
     """A readable page listing every operation, its scopes and schemas (no JavaScript)."""
     spec: Spec = request.registry["api"].spec
+    document = spec.document
     return {
-        "info": spec.document["info"],
-        "operations": sorted(spec.operations.values(), key=lambda o: (o.path, o.method)),
-        "schemas": spec.document["components"]["schemas"],
+        "info": document["info"],
+        "operations": [
+            {
+                "op": op,
+                "parameters": [_resolved(document, p) for p in op.parameters],
+                "body": _ref_name(op.body_schema),
+                "responses": [
+                    (status, r.get("description", ""), response_schema(r))
+                    for status, r in (
+                        (status, _resolved(document, response))
+                        for status, response in op.responses.items()
+                    )
+                ],
+            }
+            for op in sorted(spec.operations.values(), key=lambda o: (o.path, o.method))
+        ],
+        "schemas": document["components"]["schemas"],
     }
+
+
+def _resolved(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """A parameter or response, its local ``$ref`` followed."""
+    ref = item.get("$ref")
+    if not ref:
+        return item
+    found: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        found = found[part]
+    return found
+
+
+def _ref_name(schema: dict[str, Any] | None) -> str | None:
+    ref = (schema or {}).get("$ref", "")
+    return ref.rsplit("/", 1)[-1] or None
+
+
+def response_schema(response: dict[str, Any]) -> str | None:
+    content = response.get("content", {})
+    for media in ("application/json", "application/problem+json"):
+        if media in content:
+            return _ref_name(content[media].get("schema"))
+    return None
 
 
 def includeme(config: Any) -> None:
