@@ -89,6 +89,17 @@ def ledger(dbsession, customer) -> list[ConsentLedgerEntry]:
     )
 
 
+def send_mail(app, fields: dict[str, str], headers=None, **kwargs):
+    """POST what Inbound Parse posts for one mail (multipart/form-data)."""
+    return app.post(
+        "/webhooks/sendgrid/inbound",
+        fields,
+        headers=basic(SECRET) if headers is None else headers,
+        content_type="multipart/form-data",
+        **kwargs,
+    )
+
+
 def parse_post(to: str, subject: str, sender: str) -> dict[str, str]:
     """The fields SendGrid's Inbound Parse posts (multipart/form-data) for one mail."""
     return {
@@ -108,12 +119,7 @@ def test_a_mail_to_the_mailto_address_unsubscribes_from_the_campaigns_topic(
     assert to == "unsubscribe@example.com" and subject.startswith("unsubscribe ")
     before = len(ledger(dbsession, customer))
 
-    answer = inbound.post(
-        "/webhooks/sendgrid/inbound",
-        parse_post(to, subject, customer.email),
-        headers=basic(SECRET),
-        content_type="multipart/form-data",
-    )
+    answer = send_mail(inbound, parse_post(to, subject, customer.email))
 
     assert answer.json == {
         "unsubscribed": True,
@@ -128,12 +134,7 @@ def test_a_mail_to_the_mailto_address_unsubscribes_from_the_campaigns_topic(
     assert "mailto" in entries[0].user_agent
 
     # The same mail again (a client that retries): nothing more is written.
-    again = inbound.post(
-        "/webhooks/sendgrid/inbound",
-        parse_post(to, f"Re: {subject}", customer.email),
-        headers=basic(SECRET),
-        content_type="multipart/form-data",
-    )
+    again = send_mail(inbound, parse_post(to, f"Re: {subject}", customer.email))
     assert again.json["unsubscribed"] is True
     assert len(ledger(dbsession, customer)) == before + 1
 
@@ -142,12 +143,7 @@ def test_raw_mime_posts_are_read_too(inbound, dbsession, mailed):
     topic, customer, to, subject = mailed
     raw = f"From: {customer.email}\r\nTo: {to}\r\nSubject: {subject}\r\n\r\n\r\n"
 
-    inbound.post(
-        "/webhooks/sendgrid/inbound",
-        {"email": raw, "to": to},
-        headers=basic(SECRET),
-        content_type="multipart/form-data",
-    )
+    send_mail(inbound, {"email": raw, "to": to})
 
     assert subscription(dbsession, customer, topic) == "unsubscribed"
 
@@ -160,12 +156,8 @@ def test_without_the_password_nothing_changes(inbound, dbsession, mailed, header
     topic, customer, to, subject = mailed
     before = len(ledger(dbsession, customer))
 
-    answer = inbound.post(
-        "/webhooks/sendgrid/inbound",
-        parse_post(to, subject, customer.email),
-        headers=headers,
-        content_type="multipart/form-data",
-        status=401,
+    answer = send_mail(
+        inbound, parse_post(to, subject, customer.email), headers=headers, status=401
     )
 
     assert answer.headers["WWW-Authenticate"].startswith("Basic")
@@ -186,12 +178,7 @@ def test_a_mail_naming_no_known_delivery_changes_nothing(
     topic, customer, to, _subject = mailed
     before = len(ledger(dbsession, customer))
 
-    answer = inbound.post(
-        "/webhooks/sendgrid/inbound",
-        parse_post(to, subject, customer.email),
-        headers=basic(SECRET),
-        content_type="multipart/form-data",
-    )
+    answer = send_mail(inbound, parse_post(to, subject, customer.email))
 
     # 200: SendGrid would otherwise post the same mail again for days.
     assert answer.json == {"unsubscribed": False, "reason": reason, "topic": None}
@@ -205,10 +192,4 @@ def test_without_a_configured_secret_every_post_is_refused(connection, broker, d
     )
     _topic, customer, to, subject = mailed
 
-    app.post(
-        "/webhooks/sendgrid/inbound",
-        parse_post(to, subject, customer.email),
-        headers=basic(""),
-        content_type="multipart/form-data",
-        status=401,
-    )
+    send_mail(app, parse_post(to, subject, customer.email), headers=basic(""), status=401)
