@@ -57,21 +57,23 @@ def recompute_last_interactions(session: Session, at: dt.datetime) -> int:
 
     A repair: the column is kept current as interactions arrive, so most customers are
     already right, and only the rows whose value changes are written (a rebuild that
-    finds nothing wrong writes nothing). Each customer's latest interaction is one
-    backward probe of ``ix_interactions_customer_occurred`` (an index-only scan), so the
-    cost grows with the customers, not with the length of their histories; a customer
-    with no interaction up to ``at`` is left as is. Returns how many customers changed.
+    finds nothing wrong writes nothing). One UPDATE from an aggregate over the
+    interactions, read in order from ``ix_interactions_customer_occurred`` (an index-only
+    scan; measured faster at 1M customers than one index probe per customer, which reads
+    the index at random). A customer with no interaction up to ``at`` is left as is.
+    Returns how many customers changed.
     """
     latest = (
-        sa.select(sa.func.max(Interaction.occurred_at))
-        .where(Interaction.customer_id == Customer.id, Interaction.occurred_at <= at)
-        .scalar_subquery()
+        sa.select(Interaction.customer_id, sa.func.max(Interaction.occurred_at).label("last"))
+        .where(Interaction.occurred_at <= at)
+        .group_by(Interaction.customer_id)
+        .subquery("latest")
     )
-    current = Customer.last_interaction_at
     changed = session.execute(
         sa.update(Customer)
-        .where(current.is_distinct_from(sa.func.coalesce(latest, current)))
-        .values(last_interaction_at=latest)
+        .where(Customer.id == latest.c.customer_id)
+        .where(Customer.last_interaction_at.is_distinct_from(latest.c.last))
+        .values(last_interaction_at=latest.c.last)
         .execution_options(synchronize_session=False)
     ).rowcount
     return changed or 0
