@@ -5,6 +5,11 @@
   or a timestamp outside the tolerance, changes nothing.
 * Events are de-duplicated by ``sg_event_id`` (SendGrid retries for up to 24 hours):
   ``INSERT … ON CONFLICT DO NOTHING RETURNING`` keeps only the new ones, set-based.
+* A batch is a handful of statements whatever its size and mix (on PostgreSQL each batch
+  travels as one JSON parameter): the new event ids with their deliveries, one
+  forward-only UPDATE of the deliveries, the engagement interactions with the customers'
+  last interaction, the suppressions, and the consent changes with their ledger rows.
+  Within a batch, a delivery's or a customer's events count in time order.
 * The delivery is found through the ``delivery_id`` custom argument (SendGrid puts
   custom arguments at the top level of each event).
 * Mapping: ``delivered`` / human ``open`` / ``click`` move the delivery forward only;
@@ -14,7 +19,9 @@
   delivery and suppress the address; ``spamreport`` suppresses it and refuses email
   consent; ``unsubscribe`` leaves every marketing topic; ``group_unsubscribe`` /
   ``group_resubscribe`` leave / rejoin the delivery's topic — consent changes go through
-  the preference services and the ledger, with the provider as actor.
+  the preference services' batch form (:func:`prefcenter.services.preferences.apply_batch`)
+  and the ledger, with the provider as actor: one row per field that changed, none for
+  a change that changes nothing.
 """
 
 from __future__ import annotations
