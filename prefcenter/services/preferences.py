@@ -1263,13 +1263,15 @@ def apply_batch(
             sa.select(Topic.id, Topic.key, Topic.active).where(Topic.id.in_(topic_ids))
         )
     }
-    erased = set(
-        session.scalars(
-            sa.select(Customer.id).where(
-                Customer.id.in_(customer_ids), Customer.erased_at.is_not(None)
+    erased: set[uuid.UUID] = set()
+    if any(c.subscribed for c in changes):  # only subscribing needs a customer not erased
+        erased = set(
+            session.scalars(
+                sa.select(Customer.id).where(
+                    Customer.id.in_(customer_ids), Customer.erased_at.is_not(None)
+                )
             )
         )
-    )
     consents: dict[tuple[uuid.UUID, str], str] = {}
     channels = {c.channel for c in changes if c.channel is not None}
     if channels:
