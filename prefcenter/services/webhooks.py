@@ -254,6 +254,15 @@ def _collect_changes(session: Session, _context: Any) -> None:
             )
 
 
+def note_changes(session: Session, entries: Iterable[dict[str, Any]]) -> None:
+    """Ledger rows written with a Core insert (ledger.record_many): announce them too."""
+    changes = session.info.setdefault(_CHANGES, {})
+    for entry in entries:
+        changes.setdefault(entry["customer_id"], []).append(
+            {"field": entry["field"], "before": entry["before"], "after": entry["after"]}
+        )
+
+
 def _write_outbox(session: Session) -> None:
     changes = session.info.pop(_CHANGES, None)
     if changes:

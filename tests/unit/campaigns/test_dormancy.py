@@ -183,3 +183,30 @@ def test_recompute_rebuilds_last_interaction_from_the_interactions(dbsession, to
     dbsession.refresh(customer)
     assert customer.last_interaction_at == day(3)
     assert dormancy.recompute_last_interactions(dbsession, day(10)) == 0
+
+
+def test_recompute_writes_only_the_customers_whose_last_interaction_is_wrong(dbsession, topic):
+    right, drifted, silent = (reachable_customer(dbsession, topic) for _ in range(3))
+    interact(dbsession, right, day(2), "r1")
+    interact(dbsession, drifted, day(3), "d1")
+    interact(dbsession, drifted, day(5), "d2")
+    interact(dbsession, drifted, day(20), "d3")  # after the rebuild's time: not counted
+    for customer, last in ((right, day(2)), (drifted, day(1)), (silent, day(4))):
+        dbsession.execute(
+            sa.update(Customer)
+            .where(Customer.id == customer.id)
+            .values(last_interaction_at=last, updated_at=day(1))
+        )
+
+    assert dormancy.recompute_last_interactions(dbsession, day(10)) == 1
+
+    dbsession.expire_all()
+    rows = {
+        c.id: (c.last_interaction_at, c.updated_at)
+        for c in dbsession.scalars(
+            sa.select(Customer).where(Customer.id.in_([right.id, drifted.id, silent.id]))
+        )
+    }
+    assert rows[right.id] == (day(2), day(1))  # already right: not written at all
+    assert rows[drifted.id][0] == day(5)
+    assert rows[silent.id] == (day(4), day(1))  # no interaction to rebuild from: left as is
