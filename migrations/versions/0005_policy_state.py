@@ -1,0 +1,179 @@
+"""policy_state: one narrow row per customer for the set-based contact policy
+
+A copy of the channel consents, the contact preference and the counted contacts
+(marketing, sent or reserved: the instants the caps count) of each customer. On
+PostgreSQL, statement-level triggers on ``channel_consents``, ``contact_preferences``
+and ``contact_log`` recompute the rows of the customers a statement touched, in that
+statement's transaction, whoever writes (the services, set-based planning, dispatch,
+the webhook, imports); ``policy_state_rebuild()`` recomputes every row (the backfill,
+and bulk loads that disable the triggers). SQLite does not keep the table.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-01
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+import prefcenter.models.base
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+CHANNELS = ("email", "sms", "phone", "post")
+INSTANTS = sa.JSON().with_variant(postgresql.ARRAY(sa.DateTime(timezone=True)), "postgresql")
+TOPICS = sa.JSON().with_variant(postgresql.ARRAY(sa.Uuid()), "postgresql")
+
+CHOICE_COLUMNS = [
+    *(f"{ch}_{what}" for ch in CHANNELS for what in ("status", "confirmed_hmac")),
+    "frequency",
+    "channel_order",
+    "contact_start",
+    "contact_end",
+    "paused_until",
+]
+CONTACT_COLUMNS = ["counted_at", "counted_topics", *(f"counted_{ch}_at" for ch in CHANNELS)]
+
+
+def _choices_select(customers: str) -> str:
+    """The consent and preference columns of the customers ``customers`` selects."""
+    consents = ", ".join(f"{ch}.status, {ch}.confirmed_hmac" for ch in CHANNELS)
+    joins = " ".join(
+        f"LEFT JOIN channel_consents {ch} ON {ch}.customer_id = c.id AND {ch}.channel = '{ch}'"
+        for ch in CHANNELS
+    )
+    return (
+        f"SELECT c.id, {consents}, p.frequency, p.channel_order, p.contact_start,"
+        f" p.contact_end, p.paused_until FROM customers c {joins}"
+        f" LEFT JOIN contact_preferences p ON p.customer_id = c.id"
+        f" WHERE c.id IN ({customers})"
+    )
+
+
+def _contacts_select(customers: str) -> str:
+    """The counted contacts of the customers ``customers`` selects, as sorted arrays."""
+    per_channel = ", ".join(
+        f"array_agg(l.at ORDER BY l.at, l.id) FILTER (WHERE l.channel = '{ch}')" for ch in CHANNELS
+    )
+    return (
+        "SELECT c.id, k.* FROM customers c LEFT JOIN LATERAL ("
+        " SELECT array_agg(l.at ORDER BY l.at, l.id), array_agg(l.topic_id ORDER BY l.at, l.id),"
+        f" {per_channel} FROM contact_log l WHERE l.customer_id = c.id"
+        " AND l.kind = 'marketing' AND l.status IN ('reserved', 'sent')"
+        f") k ON true WHERE c.id IN ({customers})"
+    )
+
+
+def _upsert(columns: list[str], select: str) -> str:
+    names = ", ".join(["customer_id", *columns])
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+    return (
+        f"INSERT INTO policy_state ({names}) {select}"
+        f" ON CONFLICT (customer_id) DO UPDATE SET {updates}"
+    )
+
+
+def _postgres_upgrade() -> None:
+    op.execute(
+        "CREATE FUNCTION policy_state_refresh_choices(ids uuid[]) RETURNS void"
+        f" LANGUAGE sql AS $$ {_upsert(CHOICE_COLUMNS, _choices_select('SELECT unnest(ids)'))} $$"
+    )
+    op.execute(
+        "CREATE FUNCTION policy_state_refresh_contacts(ids uuid[]) RETURNS void"
+        f" LANGUAGE sql AS $$ {_upsert(CONTACT_COLUMNS, _contacts_select('SELECT unnest(ids)'))} $$"
+    )
+    # Everybody, set-based (the backfill; bulk loads call it after disabling the triggers).
+    contacts = ", ".join(
+        [
+            "array_agg(at ORDER BY at, id)",
+            "array_agg(topic_id ORDER BY at, id)",
+            *(f"array_agg(at ORDER BY at, id) FILTER (WHERE channel = '{ch}')" for ch in CHANNELS),
+        ]
+    )
+    rebuild_contacts = (
+        f"UPDATE policy_state AS state SET ({', '.join(CONTACT_COLUMNS)})"
+        f" = ({', '.join(f'k.{c}' for c in CONTACT_COLUMNS)})"
+        f" FROM (SELECT customer_id, {contacts} FROM contact_log"
+        " WHERE kind = 'marketing' AND status IN ('reserved', 'sent') GROUP BY customer_id)"
+        f" AS k(customer_id, {', '.join(CONTACT_COLUMNS)}) WHERE state.customer_id = k.customer_id"
+    )
+    op.execute(
+        "CREATE FUNCTION policy_state_rebuild() RETURNS void LANGUAGE sql AS $$"
+        " DELETE FROM policy_state;"
+        f" INSERT INTO policy_state (customer_id, {', '.join(CHOICE_COLUMNS)})"
+        f" {_choices_select('SELECT id FROM customers')};"
+        f" {rebuild_contacts} $$"
+    )
+    for table, refresh, touched in (
+        ("channel_consents", "policy_state_refresh_choices", "customer_id"),
+        ("contact_preferences", "policy_state_refresh_choices", "customer_id"),
+        ("contact_log", "policy_state_refresh_contacts", "customer_id"),
+    ):
+        # One function per table and event: a trigger with transition tables has one event.
+        for event, rows in (("INSERT", "new"), ("UPDATE", "new"), ("DELETE", "old")):
+            name = f"policy_state_{table}_{event.lower()}"
+            ids = f"SELECT {touched} FROM {rows}_rows"
+            if event == "UPDATE":
+                ids += f" UNION SELECT {touched} FROM old_rows"
+            op.execute(
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
+                f" BEGIN PERFORM {refresh}(ARRAY({ids})); RETURN NULL; END $$"
+            )
+            referencing = (
+                "NEW TABLE AS new_rows OLD TABLE AS old_rows"
+                if event == "UPDATE"
+                else f"{rows.upper()} TABLE AS {rows}_rows"
+            )
+            op.execute(
+                f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {referencing}"
+                f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
+            )
+    op.execute("SELECT policy_state_rebuild()")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "policy_state",
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        *(
+            sa.Column(f"{ch}_{what}", sa.String(length=length), nullable=True)
+            for ch in CHANNELS
+            for what, length in (("status", 16), ("confirmed_hmac", 64))
+        ),
+        sa.Column("frequency", sa.String(length=16), nullable=True),
+        sa.Column("channel_order", sa.String(length=40), nullable=True),
+        sa.Column("contact_start", sa.SmallInteger(), nullable=True),
+        sa.Column("contact_end", sa.SmallInteger(), nullable=True),
+        sa.Column("paused_until", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("counted_at", INSTANTS, nullable=True),
+        sa.Column("counted_topics", TOPICS, nullable=True),
+        *(sa.Column(f"counted_{ch}_at", INSTANTS, nullable=True) for ch in CHANNELS),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_policy_state_customer_id_customers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("customer_id", name=op.f("pk_policy_state")),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        _postgres_upgrade()
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for table in ("channel_consents", "contact_preferences", "contact_log"):
+            for event in ("insert", "update", "delete"):
+                name = f"policy_state_{table}_{event}"
+                op.execute(f"DROP TRIGGER {name} ON {table}")
+                op.execute(f"DROP FUNCTION {name}()")
+        op.execute("DROP FUNCTION policy_state_rebuild()")
+        op.execute("DROP FUNCTION policy_state_refresh_contacts(uuid[])")
+        op.execute("DROP FUNCTION policy_state_refresh_choices(uuid[])")
+    op.drop_table("policy_state")

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base
+
+# Arrays on PostgreSQL, the only backend that keeps this table (SQLite leaves it empty).
+_INSTANTS = sa.JSON().with_variant(ARRAY(sa.DateTime(timezone=True)), "postgresql")
+_TOPICS = sa.JSON().with_variant(ARRAY(sa.Uuid()), "postgresql")
+
+
+class PolicyState(Base):
+    """What the set-based contact policy reads about one customer, in one narrow row.
+
+    A copy of the customer's channel consents, contact preference and counted contacts
+    (marketing, sent or reserved), so that planning a million customers reads one row
+    each instead of joining five tables and aggregating the contact log. On PostgreSQL
+    database triggers (migration 0005) keep it current in the transaction of every
+    write to ``channel_consents``, ``contact_preferences`` and ``contact_log``, whoever
+    writes. SQLite (the embedded mode) does not keep it: its policy reads the tables
+    themselves. The per-customer form always reads the tables themselves.
+    """
+
+    __tablename__ = "policy_state"
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    # channel_consents: status and confirmed address HMAC, per channel (NULL: no row).
+    email_status: Mapped[str | None] = mapped_column(sa.String(16))
+    email_confirmed_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    sms_status: Mapped[str | None] = mapped_column(sa.String(16))
+    sms_confirmed_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    phone_status: Mapped[str | None] = mapped_column(sa.String(16))
+    phone_confirmed_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    post_status: Mapped[str | None] = mapped_column(sa.String(16))
+    post_confirmed_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    # contact_preferences (all NULL: no row, the defaults).
+    frequency: Mapped[str | None] = mapped_column(sa.String(16))
+    channel_order: Mapped[str | None] = mapped_column(sa.String(40))
+    contact_start: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    contact_end: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    paused_until: Mapped[dt.datetime | None]
+    # contact_log: the instants of the counted contacts, ascending (NULL: none), all of
+    # them and per channel; counted_topics[i] is the topic of counted_at[i].
+    counted_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)
+    counted_topics: Mapped[Any] = mapped_column(_TOPICS, nullable=True)
+    counted_email_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)
+    counted_sms_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)
+    counted_phone_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)
+    counted_post_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)
