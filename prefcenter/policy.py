@@ -896,7 +896,9 @@ class _Choices:
     contact_end: sa.ColumnElement[Any]
     paused_until: sa.ColumnElement[Any]
     status: dict[str, sa.ColumnElement[Any]]
-    confirmed_hmac: dict[str, sa.ColumnElement[Any]]
+    # policy_state: is the confirmed address the current one; otherwise its HMAC.
+    confirmed: dict[str, sa.ColumnElement[Any]] | None
+    confirmed_hmac: dict[str, sa.ColumnElement[Any]] | None
     joins: list[tuple[sa.FromClause, Any]]  # (table, ON clause taking the customer id)
     state: Any = None  # the policy_state alias (PostgreSQL)
 
@@ -911,7 +913,8 @@ def _choices(message: Message, postgres: bool) -> _Choices:
             state.contact_end,
             state.paused_until,
             {ch: getattr(state, f"{ch}_status") for ch in message.channels},
-            {ch: getattr(state, f"{ch}_confirmed_hmac") for ch in message.channels},
+            {ch: getattr(state, f"{ch}_confirmed") for ch in message.channels},
+            None,
             [(state, lambda id_: state.customer_id == id_)],
             state,
         )
@@ -929,6 +932,7 @@ def _choices(message: Message, postgres: bool) -> _Choices:
         pref.contact_end,
         pref.paused_until,
         {ch: c.status for ch, c in consents.items()},
+        None,
         {ch: c.confirmed_hmac for ch, c in consents.items()},
         [
             (pref.__table__, lambda id_: pref.customer_id == id_),
@@ -951,10 +955,11 @@ def _audience_query(
     choices = _choices(message, postgres)
     subscription = aliased(TopicSubscription, name="subscription")
 
+    # The addresses whose confirmation is compared in the query (not with policy_state).
     hmacs = {
         _ADDRESS_HMAC[ch]
         for ch in message.channels
-        if ch in cfg.confirm_channels and ch in _ADDRESS_HMAC
+        if ch in cfg.confirm_channels and ch in _ADDRESS_HMAC and choices.confirmed is None
     }
 
     def address_reason(channel: str) -> sa.ColumnElement[str | None]:
@@ -981,7 +986,11 @@ def _audience_query(
         """Rules 1-5: the reason, or NULL when the caps and the quiet hours decide."""
         address = people.c[f"a_{channel}"]
         whens: list[tuple[sa.ColumnElement[bool], Any]] = [(address.is_not(None), address)]
-        if channel in cfg.confirm_channels:
+        if channel in cfg.confirm_channels and choices.confirmed is not None:
+            confirmed = sa.func.coalesce(choices.confirmed[channel], sa.false())
+            whens.append((sa.not_(confirmed), "unreachable"))
+        elif channel in cfg.confirm_channels:
+            assert choices.confirmed_hmac is not None
             address_hmac = people.c[_ADDRESS_HMAC[channel]]
             confirmed_hmac = choices.confirmed_hmac[channel]
             unreachable = sa.or_(

@@ -3,10 +3,11 @@
 A copy of the channel consents, the contact preference and the counted contacts
 (marketing, sent or reserved: the instants the caps count) of each customer. On
 PostgreSQL, statement-level triggers on ``channel_consents``, ``contact_preferences``
-and ``contact_log`` recompute the rows of the customers a statement touched, in that
-statement's transaction, whoever writes (the services, set-based planning, dispatch,
-the webhook, imports); ``policy_state_rebuild()`` recomputes every row (the backfill,
-and bulk loads that disable the triggers). SQLite does not keep the table.
+and ``contact_log``, and a row-level one on the customers' address HMACs, recompute
+the rows of the customers a statement touched, in that statement's transaction,
+whoever writes (the services, set-based planning, dispatch, the webhook, imports);
+``policy_state_rebuild()`` recomputes every row (the backfill, and bulk loads that
+disable the triggers). SQLite does not keep the table.
 
 Revision ID: 0005
 Revises: 0004
@@ -31,7 +32,7 @@ INSTANTS = sa.JSON().with_variant(postgresql.ARRAY(sa.DateTime(timezone=True)), 
 TOPICS = sa.JSON().with_variant(postgresql.ARRAY(sa.Uuid()), "postgresql")
 
 CHOICE_COLUMNS = [
-    *(f"{ch}_{what}" for ch in CHANNELS for what in ("status", "confirmed_hmac")),
+    *(f"{ch}_{what}" for ch in CHANNELS for what in ("status", "confirmed")),
     "frequency",
     "channel_order",
     "contact_start",
@@ -39,20 +40,51 @@ CHOICE_COLUMNS = [
     "paused_until",
 ]
 CONTACT_COLUMNS = ["counted_at", "counted_topics", *(f"counted_{ch}_at" for ch in CHANNELS)]
+# The contacts the caps count (prefcenter.policy.COUNTED_STATUSES, marketing only).
+COUNTED = "kind = 'marketing' AND status IN ('reserved', 'sent')"
 
 
-def _choices_select(customers: str) -> str:
-    """The consent and preference columns of the customers ``customers`` selects."""
-    consents = ", ".join(f"{ch}.status, {ch}.confirmed_hmac" for ch in CHANNELS)
+# The customers' column each channel's confirmed address is compared with (none for post).
+ADDRESS_HMAC = {"email": "email_hmac", "sms": "phone_hmac", "phone": "phone_hmac"}
+
+
+def _confirmed(channel: str) -> str:
+    """Is the channel's confirmed address the customer's current one (NULL: no consent)."""
+    hmac = f"c.{ADDRESS_HMAC[channel]}" if channel in ADDRESS_HMAC else "NULL"
+    return (
+        f"CASE WHEN {channel}.id IS NOT NULL"
+        f" THEN coalesce({channel}.confirmed_hmac = {hmac}, false) END"
+    )
+
+
+def _choices_select(customers: str, contacts: str | None = None) -> str:
+    """The consent and preference columns of the customers ``customers`` selects.
+
+    With ``contacts`` (a subquery of the contact columns per customer), those too, for
+    the customers that have any of them.
+    """
+    columns = ", ".join(
+        [
+            "c.id",
+            *(f"{ch}.status, {_confirmed(ch)}" for ch in CHANNELS),
+            "p.frequency, p.channel_order, p.contact_start, p.contact_end, p.paused_until",
+            *([f"k.{c}" for c in CONTACT_COLUMNS] if contacts else []),
+        ]
+    )
     joins = " ".join(
         f"LEFT JOIN channel_consents {ch} ON {ch}.customer_id = c.id AND {ch}.channel = '{ch}'"
         for ch in CHANNELS
     )
+    select = (
+        f"SELECT {columns} FROM customers c {joins}"
+        " LEFT JOIN contact_preferences p ON p.customer_id = c.id"
+    )
+    if contacts is None:
+        return f"{select} WHERE c.id IN ({customers})"
+    anything = " OR ".join(f"{t}.customer_id IS NOT NULL" for t in ("k", "p", *CHANNELS))
     return (
-        f"SELECT c.id, {consents}, p.frequency, p.channel_order, p.contact_start,"
-        f" p.contact_end, p.paused_until FROM customers c {joins}"
-        f" LEFT JOIN contact_preferences p ON p.customer_id = c.id"
-        f" WHERE c.id IN ({customers})"
+        f"{select} LEFT JOIN ({contacts}) AS k(customer_id, {', '.join(CONTACT_COLUMNS)})"
+        f" ON k.customer_id = c.id WHERE {anything}"
     )
 
 
@@ -65,7 +97,7 @@ def _contacts_select(customers: str) -> str:
         "SELECT c.id, k.* FROM customers c LEFT JOIN LATERAL ("
         " SELECT array_agg(l.at ORDER BY l.at, l.id), array_agg(l.topic_id ORDER BY l.at, l.id),"
         f" {per_channel} FROM contact_log l WHERE l.customer_id = c.id"
-        " AND l.kind = 'marketing' AND l.status IN ('reserved', 'sent')"
+        f" AND l.{COUNTED.replace(' AND ', ' AND l.')}"
         f") k ON true WHERE c.id IN ({customers})"
     )
 
@@ -88,7 +120,8 @@ def _postgres_upgrade() -> None:
         "CREATE FUNCTION policy_state_refresh_contacts(ids uuid[]) RETURNS void"
         f" LANGUAGE sql AS $$ {_upsert(CONTACT_COLUMNS, _contacts_select('SELECT unnest(ids)'))} $$"
     )
-    # Everybody, set-based (the backfill; bulk loads call it after disabling the triggers).
+    # Everybody in one INSERT (the backfill; bulk loads call it after disabling the
+    # triggers): only the customers with a consent, a preference or a counted contact.
     contacts = ", ".join(
         [
             "array_agg(at ORDER BY at, id)",
@@ -96,31 +129,28 @@ def _postgres_upgrade() -> None:
             *(f"array_agg(at ORDER BY at, id) FILTER (WHERE channel = '{ch}')" for ch in CHANNELS),
         ]
     )
-    rebuild_contacts = (
-        f"UPDATE policy_state AS state SET ({', '.join(CONTACT_COLUMNS)})"
-        f" = ({', '.join(f'k.{c}' for c in CONTACT_COLUMNS)})"
-        f" FROM (SELECT customer_id, {contacts} FROM contact_log"
-        " WHERE kind = 'marketing' AND status IN ('reserved', 'sent') GROUP BY customer_id)"
-        f" AS k(customer_id, {', '.join(CONTACT_COLUMNS)}) WHERE state.customer_id = k.customer_id"
+    everybody = _choices_select(
+        "",
+        f"SELECT customer_id, {contacts} FROM contact_log WHERE {COUNTED} GROUP BY customer_id",
     )
     op.execute(
         "CREATE FUNCTION policy_state_rebuild() RETURNS void LANGUAGE sql AS $$"
         " DELETE FROM policy_state;"
-        f" INSERT INTO policy_state (customer_id, {', '.join(CHOICE_COLUMNS)})"
-        f" {_choices_select('SELECT id FROM customers')};"
-        f" {rebuild_contacts} $$"
+        f" INSERT INTO policy_state (customer_id, {', '.join(CHOICE_COLUMNS)},"
+        f" {', '.join(CONTACT_COLUMNS)}) {everybody} $$"
     )
-    for table, refresh, touched in (
-        ("channel_consents", "policy_state_refresh_choices", "customer_id"),
-        ("contact_preferences", "policy_state_refresh_choices", "customer_id"),
-        ("contact_log", "policy_state_refresh_contacts", "customer_id"),
+    for table, refresh, which in (
+        ("channel_consents", "policy_state_refresh_choices", ""),
+        ("contact_preferences", "policy_state_refresh_choices", ""),
+        # Alerts and released contacts change no count.
+        ("contact_log", "policy_state_refresh_contacts", f" WHERE {COUNTED}"),
     ):
         # One function per table and event: a trigger with transition tables has one event.
         for event, rows in (("INSERT", "new"), ("UPDATE", "new"), ("DELETE", "old")):
             name = f"policy_state_{table}_{event.lower()}"
-            ids = f"SELECT {touched} FROM {rows}_rows"
+            ids = f"SELECT customer_id FROM {rows}_rows{which}"
             if event == "UPDATE":
-                ids += f" UNION SELECT {touched} FROM old_rows"
+                ids += f" UNION SELECT customer_id FROM old_rows{which}"
             op.execute(
                 f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
                 f" BEGIN PERFORM {refresh}(ARRAY({ids})); RETURN NULL; END $$"
@@ -134,6 +164,17 @@ def _postgres_upgrade() -> None:
                 f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {referencing}"
                 f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
             )
+    # A changed address is no longer the confirmed one (row-level: addresses change one by one).
+    op.execute(
+        "CREATE FUNCTION policy_state_customers_update() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN PERFORM policy_state_refresh_choices(ARRAY[NEW.id]); RETURN NULL; END $$"
+    )
+    op.execute(
+        "CREATE TRIGGER policy_state_customers_update AFTER UPDATE OF email_hmac, phone_hmac"
+        " ON customers FOR EACH ROW WHEN (OLD.email_hmac IS DISTINCT FROM NEW.email_hmac"
+        " OR OLD.phone_hmac IS DISTINCT FROM NEW.phone_hmac)"
+        " EXECUTE FUNCTION policy_state_customers_update()"
+    )
     op.execute("SELECT policy_state_rebuild()")
 
 
@@ -142,9 +183,12 @@ def upgrade() -> None:
         "policy_state",
         sa.Column("customer_id", sa.Uuid(), nullable=False),
         *(
-            sa.Column(f"{ch}_{what}", sa.String(length=length), nullable=True)
+            column
             for ch in CHANNELS
-            for what, length in (("status", 16), ("confirmed_hmac", 64))
+            for column in (
+                sa.Column(f"{ch}_status", sa.String(length=16), nullable=True),
+                sa.Column(f"{ch}_confirmed", sa.Boolean(), nullable=True),
+            )
         ),
         sa.Column("frequency", sa.String(length=16), nullable=True),
         sa.Column("channel_order", sa.String(length=40), nullable=True),
@@ -173,6 +217,8 @@ def downgrade() -> None:
                 name = f"policy_state_{table}_{event}"
                 op.execute(f"DROP TRIGGER {name} ON {table}")
                 op.execute(f"DROP FUNCTION {name}()")
+        op.execute("DROP TRIGGER policy_state_customers_update ON customers")
+        op.execute("DROP FUNCTION policy_state_customers_update()")
         op.execute("DROP FUNCTION policy_state_rebuild()")
         op.execute("DROP FUNCTION policy_state_refresh_contacts(uuid[])")
         op.execute("DROP FUNCTION policy_state_refresh_choices(uuid[])")

@@ -22,9 +22,10 @@ class PolicyState(Base):
     (marketing, sent or reserved), so that planning a million customers reads one row
     each instead of joining five tables and aggregating the contact log. On PostgreSQL
     database triggers (migration 0005) keep it current in the transaction of every
-    write to ``channel_consents``, ``contact_preferences`` and ``contact_log``, whoever
-    writes. SQLite (the embedded mode) does not keep it: its policy reads the tables
-    themselves. The per-customer form always reads the tables themselves.
+    write to ``channel_consents``, ``contact_preferences`` and ``contact_log`` and of
+    every change of a customer's address HMAC, whoever writes. SQLite (the embedded
+    mode) does not keep it: its policy reads the tables themselves. The per-customer
+    form always reads the tables themselves.
     """
 
     __tablename__ = "policy_state"
@@ -32,15 +33,16 @@ class PolicyState(Base):
     customer_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
     )
-    # channel_consents: status and confirmed address HMAC, per channel (NULL: no row).
+    # channel_consents, per channel: the status, and whether the confirmed address is the
+    # customer's current one (its HMAC equals the customer's; NULL: no consent row).
     email_status: Mapped[str | None] = mapped_column(sa.String(16))
-    email_confirmed_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    email_confirmed: Mapped[bool | None]
     sms_status: Mapped[str | None] = mapped_column(sa.String(16))
-    sms_confirmed_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    sms_confirmed: Mapped[bool | None]
     phone_status: Mapped[str | None] = mapped_column(sa.String(16))
-    phone_confirmed_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    phone_confirmed: Mapped[bool | None]
     post_status: Mapped[str | None] = mapped_column(sa.String(16))
-    post_confirmed_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    post_confirmed: Mapped[bool | None]
     # contact_preferences (all NULL: no row, the defaults).
     frequency: Mapped[str | None] = mapped_column(sa.String(16))
     channel_order: Mapped[str | None] = mapped_column(sa.String(40))
