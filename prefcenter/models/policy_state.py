@@ -29,6 +29,8 @@ class PolicyState(Base):
     """
 
     __tablename__ = "policy_state"
+    # Room on each page for updated versions of its rows (HOT updates, index untouched).
+    __table_args__ = {"postgresql_with": {"fillfactor": 70}}
 
     customer_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True

@@ -52,6 +52,9 @@ def _state(session) -> dict[Any, dict[str, Any]]:
     rows = {}
     for row in session.execute(sa.select(table)):
         values = {k: v for k, v in row._mapping.items() if k != "customer_id"}
+        # Instants that tie may come in either order: compare (instant, topic) pairs.
+        at, topics = values.pop("counted_at"), values.pop("counted_topics")
+        values["counted"] = sorted(zip(at, topics, strict=True), key=repr) if at else at
         if any(v is not None for v in values.values()):
             rows[row.customer_id] = values
     return rows
