@@ -673,6 +673,10 @@ def audience(
     once per distinct (timezone, contact hours) and joined in as a small table of
     constants, with the same :func:`contact_window` the per-customer form uses; so is
     each stored channel order's effective order for this message.
+
+    On PostgreSQL the consents, the preference and the counted contacts come from
+    ``policy_state`` (one narrow row per customer, kept by triggers: see
+    :class:`~prefcenter.models.PolicyState`); on SQLite from the tables themselves.
     """
     rules = _active_rules(session)
     periods = _periods(rules)
@@ -681,7 +685,9 @@ def audience(
     try:
         with _postgres_settings(session, constants.postgres):
             windows = constants.table(
-                "windows", _window_columns(periods), _window_rows(session, cid, at, periods, cfg)
+                "windows",
+                _window_columns(periods),
+                _window_rows(session, cid, at, periods, cfg, message.topic_id),
             )
             orders = constants.table("orders", _order_columns(message), _order_rows(message, cfg))
             query = _audience_query(
@@ -775,7 +781,15 @@ def _window_columns(periods: Sequence[int]) -> list[sa.Column[Any]]:
         columns.append(sa.Column(f"hi_{days}", UTCDateTime(), nullable=False))
         # The last instant before hi (microseconds, as both backends store instants).
         columns.append(sa.Column(f"top_{days}", UTCDateTime(), nullable=False))
+    for days in CADENCE_DAYS.values():  # the topic's span, as policy_state keeps it
+        columns.append(sa.Column(f"tlo_{days}", sa.String(64), nullable=False))
+        columns.append(sa.Column(f"ttop_{days}", sa.String(64), nullable=False))
     return columns
+
+
+def _topic_key(topic_id: uuid.UUID, instant: dt.datetime) -> str:
+    """A contact on a topic as policy_state.counted_topic_at keeps it (migration 0005)."""
+    return f"{topic_id} {instant.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S.%f}"
 
 
 def _window_rows(
@@ -784,6 +798,7 @@ def _window_rows(
     at: dt.datetime,
     periods: Sequence[int],
     cfg: ConsentSettings,
+    topic_id: uuid.UUID,
 ) -> list[dict[str, Any]]:
     """One row per time zone x contact hours in use (a superset of the pairs in use).
 
@@ -827,6 +842,9 @@ def _window_rows(
                 row[f"lo_{days}"] = contact_at - dt.timedelta(days=days)
                 row[f"hi_{days}"] = contact_at + dt.timedelta(days=days)
                 row[f"top_{days}"] = row[f"hi_{days}"] - dt.timedelta(microseconds=1)
+            for days in CADENCE_DAYS.values():
+                row[f"tlo_{days}"] = _topic_key(topic_id, row[f"lo_{days}"])
+                row[f"ttop_{days}"] = _topic_key(topic_id, row[f"top_{days}"])
             rows.append(row)
     return rows
 
@@ -1114,8 +1132,9 @@ def _state_counts(
     """Per customer, from ``policy_state``: contacts around their contact time, per cap.
 
     The counted instants are sorted arrays, so a count in (low, high) is two binary
-    searches (``width_bucket`` gives how many instants are at or before a bound). The
-    message's own reservation (``own``, send-time re-check) is taken off again.
+    searches (``width_bucket`` gives how many instants are at or before a bound), and
+    every expression is parallel-safe (a subquery per row would keep the stage in the
+    leader). The message's own reservation (``own``, send-time re-check) is taken off.
     """
 
     def within(days: int, column: Any, channel: str | None = None) -> Any:
@@ -1131,21 +1150,16 @@ def _state_counts(
         return n
 
     def on_topic(days: int) -> Any:
-        """Only for customers with this cadence for the topic (a subquery per row)."""
-        low, top = windows.c[f"lo_{days}"], windows.c[f"top_{days}"]
-        contact = (
-            sa.func.unnest(state.counted_at, state.counted_topics)
-            .table_valued(sa.column("at", UTCDateTime()), sa.column("topic", sa.Uuid()))
-            .render_derived(name="contact")
-        )
-        n = (
-            sa.select(sa.func.count())
-            .select_from(contact)
-            .where(contact.c.topic == message.topic_id, contact.c.at > low, contact.c.at <= top)
-            .scalar_subquery()
+        """Only for customers with this cadence for the topic."""
+        # "<topic> <instant>" texts in "C" order: this topic's instants are one span.
+        low, top = (windows.c[f"{bound}_{days}"].collate("C") for bound in ("tlo", "ttop"))
+        column = state.counted_topic_at
+        n = sa.func.coalesce(
+            sa.func.width_bucket(top, column) - sa.func.width_bucket(low, column), 0
         )
         if own is not None:
-            inside = sa.and_(own.at > low, own.at <= top, own.topic_id == message.topic_id)
+            low_at, top_at = windows.c[f"lo_{days}"], windows.c[f"top_{days}"]
+            inside = sa.and_(own.at > low_at, own.at <= top_at, own.topic_id == message.topic_id)
             n = n - sa.case((inside, 1), else_=0)
         cadence = next(f for f, d in CADENCE_DAYS.items() if d == days)
         return sa.case((topic_frequency == cadence, n), else_=0)
@@ -1171,7 +1185,10 @@ def _counts_subquery(
     at: dt.datetime,
     postgres: bool,
 ) -> sa.CTE:
-    """Per customer: messages sent or reserved around their contact time, per cap."""
+    """Per customer: messages sent or reserved around their contact time, per cap.
+
+    Aggregated from ``contact_log`` (SQLite; PostgreSQL reads policy_state instead).
+    """
     log = ContactLogEntry
     window_join = sa.and_(
         windows.c.timezone == Customer.timezone,

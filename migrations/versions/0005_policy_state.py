@@ -29,7 +29,7 @@ depends_on: str | Sequence[str] | None = None
 
 CHANNELS = ("email", "sms", "phone", "post")
 INSTANTS = sa.JSON().with_variant(postgresql.ARRAY(sa.DateTime(timezone=True)), "postgresql")
-TOPICS = sa.JSON().with_variant(postgresql.ARRAY(sa.Uuid()), "postgresql")
+TOPIC_INSTANTS = sa.JSON().with_variant(postgresql.ARRAY(sa.Text()), "postgresql")
 
 CHOICE_COLUMNS = [
     *(f"{ch}_{what}" for ch in CHANNELS for what in ("status", "confirmed")),
@@ -39,7 +39,7 @@ CHOICE_COLUMNS = [
     "contact_end",
     "paused_until",
 ]
-CONTACT_COLUMNS = ["counted_at", "counted_topics", *(f"counted_{ch}_at" for ch in CHANNELS)]
+CONTACT_COLUMNS = ["counted_at", "counted_topic_at", *(f"counted_{ch}_at" for ch in CHANNELS)]
 # The contacts the caps count (prefcenter.policy.COUNTED_STATUSES, marketing only).
 COUNTED = "kind = 'marketing' AND status IN ('reserved', 'sent')"
 
@@ -91,33 +91,47 @@ def _choices_select(customers: str, contacts: str | None = None) -> str:
 def _contacts_select(customers: str) -> str:
     """The counted contacts of the customers ``customers`` selects, as sorted arrays."""
     per_channel = ", ".join(
-        f"array_agg(l.at ORDER BY l.at, l.id) FILTER (WHERE l.channel = '{ch}')" for ch in CHANNELS
+        f"array_agg(l.at ORDER BY l.at) FILTER (WHERE l.channel = '{ch}')" for ch in CHANNELS
     )
     return (
         "SELECT c.id, k.* FROM customers c LEFT JOIN LATERAL ("
-        " SELECT array_agg(l.at ORDER BY l.at, l.id), array_agg(l.topic_id ORDER BY l.at, l.id),"
+        f" SELECT array_agg(l.at ORDER BY l.at), {_topic_keys('l.')},"
         f" {per_channel} FROM contact_log l WHERE l.customer_id = c.id"
         f" AND l.{COUNTED.replace(' AND ', ' AND l.')}"
         f") k ON true WHERE c.id IN ({customers})"
     )
 
 
-def _merged(array: str, at: str, value: str) -> str:
-    """``array`` with ``value`` inserted where ``at`` goes in the sorted ``counted_at``."""
-    k = f"width_bucket({at}, s.counted_at)"
+C_ORDER = ' COLLATE "C"'  # byte order, whatever the database's collation
+
+
+def _topic_key(alias: str) -> str:
+    """A contact as topic and instant in one text that sorts by both (prefcenter.policy)."""
     return (
-        f"CASE WHEN s.counted_at IS NULL THEN ARRAY[{value}]"
-        f" ELSE array_cat(s.{array}[1:{k}], array_cat(ARRAY[{value}], s.{array}[{k} + 1:])) END"
+        f"({alias}topic_id::text || ' '"
+        f" || to_char({alias}at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'))"
+    )
+
+
+def _topic_keys(alias: str) -> str:
+    key = _topic_key(alias)
+    return f"array_agg({key} ORDER BY {key}{C_ORDER}) FILTER (WHERE {alias}topic_id IS NOT NULL)"
+
+
+def _merged(column: str, value: str, collate: str = "") -> str:
+    """``column`` with ``value`` inserted at its place (the column is sorted)."""
+    k = f"width_bucket({value}{collate}, s.{column})"
+    return (
+        f"CASE WHEN s.{column} IS NULL THEN ARRAY[{value}]"
+        f" ELSE array_cat(s.{column}[1:{k}], array_cat(ARRAY[{value}], s.{column}[{k} + 1:])) END"
     )
 
 
 def _merged_channel(channel: str) -> str:
     column = f"counted_{channel}_at"
-    k = f"width_bucket(one.at, s.{column})"
     return (
         f"{column} = CASE WHEN one.channel <> '{channel}' THEN s.{column}"
-        f" WHEN s.{column} IS NULL THEN ARRAY[one.at]"
-        f" ELSE array_cat(s.{column}[1:{k}], array_cat(ARRAY[one.at], s.{column}[{k} + 1:])) END"
+        f" ELSE {_merged(column, 'one.at')} END"
     )
 
 
@@ -128,8 +142,9 @@ _CONTACTS_INSERTED = (
     "WITH one AS (SELECT customer_id, (array_agg(at))[1] AS at,"
     " (array_agg(topic_id))[1] AS topic_id, (array_agg(channel))[1] AS channel"
     f" FROM new_rows WHERE {COUNTED} GROUP BY customer_id HAVING count(*) = 1)"
-    f" UPDATE policy_state AS s SET counted_at = {_merged('counted_at', 'one.at', 'one.at')},"
-    f" counted_topics = {_merged('counted_topics', 'one.at', 'one.topic_id')},"
+    f" UPDATE policy_state AS s SET counted_at = {_merged('counted_at', 'one.at')},"
+    " counted_topic_at = CASE WHEN one.topic_id IS NULL THEN s.counted_topic_at"
+    f" ELSE {_merged('counted_topic_at', _topic_key('one.'), C_ORDER)} END,"
     f" {', '.join(_merged_channel(ch) for ch in CHANNELS)}"
     " FROM one WHERE s.customer_id = one.customer_id;"
     " PERFORM policy_state_refresh_contacts(ARRAY("
@@ -161,9 +176,9 @@ def _postgres_upgrade() -> None:
     # triggers): only the customers with a consent, a preference or a counted contact.
     contacts = ", ".join(
         [
-            "array_agg(at ORDER BY at, id)",
-            "array_agg(topic_id ORDER BY at, id)",
-            *(f"array_agg(at ORDER BY at, id) FILTER (WHERE channel = '{ch}')" for ch in CHANNELS),
+            "array_agg(at ORDER BY at)",
+            _topic_keys(""),
+            *(f"array_agg(at ORDER BY at) FILTER (WHERE channel = '{ch}')" for ch in CHANNELS),
         ]
     )
     everybody = _choices_select(
@@ -236,7 +251,7 @@ def upgrade() -> None:
         sa.Column("contact_end", sa.SmallInteger(), nullable=True),
         sa.Column("paused_until", prefcenter.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("counted_at", INSTANTS, nullable=True),
-        sa.Column("counted_topics", TOPICS, nullable=True),
+        sa.Column("counted_topic_at", TOPIC_INSTANTS, nullable=True),
         *(sa.Column(f"counted_{ch}_at", INSTANTS, nullable=True) for ch in CHANNELS),
         sa.ForeignKeyConstraint(
             ["customer_id"],

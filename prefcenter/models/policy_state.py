@@ -12,7 +12,7 @@ from .base import Base
 
 # Arrays on PostgreSQL, the only backend that keeps this table (SQLite leaves it empty).
 _INSTANTS = sa.JSON().with_variant(ARRAY(sa.DateTime(timezone=True)), "postgresql")
-_TOPICS = sa.JSON().with_variant(ARRAY(sa.Uuid()), "postgresql")
+_TOPIC_INSTANTS = sa.JSON().with_variant(ARRAY(sa.Text()), "postgresql")
 
 
 class PolicyState(Base):
@@ -52,9 +52,10 @@ class PolicyState(Base):
     contact_end: Mapped[int | None] = mapped_column(sa.SmallInteger)
     paused_until: Mapped[dt.datetime | None]
     # contact_log: the instants of the counted contacts, ascending (NULL: none), all of
-    # them and per channel; counted_topics[i] is the topic of counted_at[i].
+    # them and per channel; and per topic as "<topic id> <UTC instant, microseconds>"
+    # texts in "C" order (one sorted array, searched for one topic's span of instants).
     counted_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)
-    counted_topics: Mapped[Any] = mapped_column(_TOPICS, nullable=True)
+    counted_topic_at: Mapped[Any] = mapped_column(_TOPIC_INSTANTS, nullable=True)
     counted_email_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)
     counted_sms_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)
     counted_phone_at: Mapped[Any] = mapped_column(_INSTANTS, nullable=True)

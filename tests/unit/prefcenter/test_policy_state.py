@@ -52,9 +52,6 @@ def _state(session) -> dict[Any, dict[str, Any]]:
     rows = {}
     for row in session.execute(sa.select(table)):
         values = {k: v for k, v in row._mapping.items() if k != "customer_id"}
-        # Instants that tie may come in either order: compare (instant, topic) pairs.
-        at, topics = values.pop("counted_at"), values.pop("counted_topics")
-        values["counted"] = sorted(zip(at, topics, strict=True), key=repr) if at else at
         if any(v is not None for v in values.values()):
             rows[row.customer_id] = values
     return rows
@@ -294,7 +291,11 @@ def test_counted_instants_are_sorted_per_channel(dbsession, topic, people):
     state = dbsession.get(PolicyState, anyone.id)
     dbsession.refresh(state)
     assert state.counted_at == sorted(state.counted_at)
-    assert len(state.counted_at) == len(state.counted_topics) == 5
+    assert len(state.counted_at) == len(state.counted_topic_at) == 5
+    assert state.counted_topic_at == sorted(state.counted_topic_at)
+    assert (
+        state.counted_topic_at[0] == f"{topic.id} {AT - dt.timedelta(days=20):%Y-%m-%d %H:%M:%S.%f}"
+    )
     assert state.counted_email_at == sorted(state.counted_email_at)
     assert len(state.counted_email_at) == 2
     assert state.counted_phone_at is None
