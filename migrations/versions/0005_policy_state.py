@@ -7,7 +7,8 @@ and ``contact_log``, and a row-level one on the customers' address HMACs, recomp
 the rows of the customers a statement touched, in that statement's transaction,
 whoever writes (the services, set-based planning, dispatch, the webhook, imports);
 ``policy_state_rebuild()`` recomputes every row (the backfill, and bulk loads that
-disable the triggers). SQLite does not keep the table.
+disable the triggers, or a TRUNCATE, which no trigger here follows). SQLite does not
+keep the table.
 
 Revision ID: 0005
 Revises: 0004
