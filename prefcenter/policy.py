@@ -52,6 +52,7 @@ from .models import (
     ContactLogEntry,
     ContactPreference,
     Customer,
+    PolicyState,
     PressureRule,
     Suppression,
     Topic,
@@ -672,6 +673,10 @@ def audience(
     once per distinct (timezone, contact hours) and joined in as a small table of
     constants, with the same :func:`contact_window` the per-customer form uses; so is
     each stored channel order's effective order for this message.
+
+    On PostgreSQL the consents, the preference and the counted contacts come from
+    ``policy_state`` (one narrow row per customer, kept by triggers: see
+    :class:`~prefcenter.models.PolicyState`); on SQLite from the tables themselves.
     """
     rules = _active_rules(session)
     periods = _periods(rules)
@@ -680,7 +685,9 @@ def audience(
     try:
         with _postgres_settings(session, constants.postgres):
             windows = constants.table(
-                "windows", _window_columns(periods), _window_rows(session, cid, at, periods, cfg)
+                "windows",
+                _window_columns(periods),
+                _window_rows(session, cid, at, periods, cfg, message.topic_id),
             )
             orders = constants.table("orders", _order_columns(message), _order_rows(message, cfg))
             query = _audience_query(
@@ -772,7 +779,17 @@ def _window_columns(periods: Sequence[int]) -> list[sa.Column[Any]]:
     for days in periods:
         columns.append(sa.Column(f"lo_{days}", UTCDateTime(), nullable=False))
         columns.append(sa.Column(f"hi_{days}", UTCDateTime(), nullable=False))
+        # The last instant before hi (microseconds, as both backends store instants).
+        columns.append(sa.Column(f"top_{days}", UTCDateTime(), nullable=False))
+    for days in CADENCE_DAYS.values():  # the topic's span, as policy_state keeps it
+        columns.append(sa.Column(f"tlo_{days}", sa.String(64), nullable=False))
+        columns.append(sa.Column(f"ttop_{days}", sa.String(64), nullable=False))
     return columns
+
+
+def _topic_key(topic_id: uuid.UUID, instant: dt.datetime) -> str:
+    """A contact on a topic as policy_state.counted_topic_at keeps it (migration 0005)."""
+    return f"{topic_id} {instant.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S.%f}"
 
 
 def _window_rows(
@@ -781,6 +798,7 @@ def _window_rows(
     at: dt.datetime,
     periods: Sequence[int],
     cfg: ConsentSettings,
+    topic_id: uuid.UUID,
 ) -> list[dict[str, Any]]:
     """One row per time zone x contact hours in use (a superset of the pairs in use).
 
@@ -823,6 +841,10 @@ def _window_rows(
             for days in periods:
                 row[f"lo_{days}"] = contact_at - dt.timedelta(days=days)
                 row[f"hi_{days}"] = contact_at + dt.timedelta(days=days)
+                row[f"top_{days}"] = row[f"hi_{days}"] - dt.timedelta(microseconds=1)
+            for days in CADENCE_DAYS.values():
+                row[f"tlo_{days}"] = _topic_key(topic_id, row[f"lo_{days}"])
+                row[f"ttop_{days}"] = _topic_key(topic_id, row[f"top_{days}"])
             rows.append(row)
     return rows
 
@@ -878,6 +900,65 @@ def _fenced(select: sa.Select, name: str, postgres: bool) -> sa.Subquery:
     return select.subquery(name)
 
 
+@dataclasses.dataclass
+class _Choices:
+    """Where the audience reads each customer's consents and contact preference.
+
+    On PostgreSQL from their copy in ``policy_state`` (one join); elsewhere from the
+    tables themselves (one join per channel, and the preferences).
+    """
+
+    frequency: sa.ColumnElement[Any]
+    channel_order: sa.ColumnElement[Any]
+    contact_start: sa.ColumnElement[Any]
+    contact_end: sa.ColumnElement[Any]
+    paused_until: sa.ColumnElement[Any]
+    status: dict[str, sa.ColumnElement[Any]]
+    # policy_state: is the confirmed address the current one; otherwise its HMAC.
+    confirmed: dict[str, sa.ColumnElement[Any]] | None
+    confirmed_hmac: dict[str, sa.ColumnElement[Any]] | None
+    joins: list[tuple[sa.FromClause, Any]]  # (table, ON clause taking the customer id)
+    state: Any = None  # the policy_state alias (PostgreSQL)
+
+
+def _choices(message: Message, postgres: bool) -> _Choices:
+    if postgres:
+        state = aliased(PolicyState, name="state")
+        return _Choices(
+            state.frequency,
+            state.channel_order,
+            state.contact_start,
+            state.contact_end,
+            state.paused_until,
+            {ch: getattr(state, f"{ch}_status") for ch in message.channels},
+            {ch: getattr(state, f"{ch}_confirmed") for ch in message.channels},
+            None,
+            [(state, lambda id_: state.customer_id == id_)],
+            state,
+        )
+    pref = ContactPreference
+    consents = {ch: aliased(ChannelConsent, name=f"consent_{ch}") for ch in message.channels}
+
+    def consent_on(channel: str) -> Any:
+        consent = consents[channel]
+        return lambda id_: sa.and_(consent.customer_id == id_, consent.channel == channel)
+
+    return _Choices(
+        pref.frequency,
+        pref.channel_order,
+        pref.contact_start,
+        pref.contact_end,
+        pref.paused_until,
+        {ch: c.status for ch, c in consents.items()},
+        None,
+        {ch: c.confirmed_hmac for ch, c in consents.items()},
+        [
+            (pref.__table__, lambda id_: pref.customer_id == id_),
+            *((consents[ch], consent_on(ch)) for ch in message.channels),
+        ],
+    )
+
+
 def _audience_query(
     message: Message,
     cid: sa.ColumnElement,
@@ -889,14 +970,14 @@ def _audience_query(
     postgres: bool,
 ) -> sa.Select:
     marketing = message.kind == "marketing"
-    pref = ContactPreference
+    choices = _choices(message, postgres)
     subscription = aliased(TopicSubscription, name="subscription")
-    consents = {ch: aliased(ChannelConsent, name=f"consent_{ch}") for ch in message.channels}
 
+    # The addresses whose confirmation is compared in the query (not with policy_state).
     hmacs = {
         _ADDRESS_HMAC[ch]
         for ch in message.channels
-        if ch in cfg.confirm_channels and ch in _ADDRESS_HMAC
+        if ch in cfg.confirm_channels and ch in _ADDRESS_HMAC and choices.confirmed is None
     }
 
     def address_reason(channel: str) -> sa.ColumnElement[str | None]:
@@ -921,18 +1002,22 @@ def _audience_query(
 
     def early_reason(channel: str) -> sa.ColumnElement[str | None]:
         """Rules 1-5: the reason, or NULL when the caps and the quiet hours decide."""
-        consent = consents[channel]
         address = people.c[f"a_{channel}"]
         whens: list[tuple[sa.ColumnElement[bool], Any]] = [(address.is_not(None), address)]
-        if channel in cfg.confirm_channels:
+        if channel in cfg.confirm_channels and choices.confirmed is not None:
+            confirmed = sa.func.coalesce(choices.confirmed[channel], sa.false())
+            whens.append((sa.not_(confirmed), "unreachable"))
+        elif channel in cfg.confirm_channels:
+            assert choices.confirmed_hmac is not None
             address_hmac = people.c[_ADDRESS_HMAC[channel]]
+            confirmed_hmac = choices.confirmed_hmac[channel]
             unreachable = sa.or_(
-                consent.confirmed_hmac.is_(None),
+                confirmed_hmac.is_(None),
                 address_hmac.is_(None),
-                consent.confirmed_hmac != address_hmac,
+                confirmed_hmac != address_hmac,
             )
             whens.append((unreachable, "unreachable"))
-        status = sa.func.coalesce(consent.status, "")
+        status = sa.func.coalesce(choices.status[channel], "")
         if cfg.regimes[channel] == "opt_in":
             whens.append((status != "granted", "no_consent"))
         else:
@@ -943,24 +1028,23 @@ def _audience_query(
         else:
             whens.append((subscription_status == "unsubscribed", "topic_unsubscribed"))
         if marketing:
-            whens.append(
-                (sa.and_(pref.paused_until.is_not(None), pref.paused_until > at), "paused")
-            )
+            paused_until = choices.paused_until
+            whens.append((sa.and_(paused_until.is_not(None), paused_until > at), "paused"))
         return sa.case(*whens, else_=sa.null())
 
     window_join = sa.and_(
         windows.c.timezone == people.c.timezone,
-        windows.c.start == sa.func.coalesce(pref.contact_start, _NO_HOURS),
-        windows.c.end == sa.func.coalesce(pref.contact_end, _NO_HOURS),
+        windows.c.start == sa.func.coalesce(choices.contact_start, _NO_HOURS),
+        windows.c.end == sa.func.coalesce(choices.contact_end, _NO_HOURS),
     )
+    from_ = sa.select(people.c.id).select_from(people)
+    for table, on in choices.joins:
+        from_ = from_.outerjoin(table, on(people.c.id))
     from_ = (
-        sa.select(people.c.id)
-        .select_from(people)
-        .outerjoin(pref, pref.customer_id == people.c.id)
         # Every customer has exactly one window row; an outer join keeps the planner's
         # row estimate (an inner join on three expressions is guessed at a few rows).
-        .outerjoin(windows, window_join)
-        .outerjoin(orders, orders.c.channel_order == sa.func.coalesce(pref.channel_order, ""))
+        from_.outerjoin(windows, window_join)
+        .outerjoin(orders, orders.c.channel_order == sa.func.coalesce(choices.channel_order, ""))
         .outerjoin(
             subscription,
             sa.and_(
@@ -968,10 +1052,6 @@ def _audience_query(
             ),
         )
     )
-    for channel, consent in consents.items():
-        from_ = from_.outerjoin(
-            consent, sa.and_(consent.customer_id == people.c.id, consent.channel == channel)
-        )
 
     # The message's channels in the customer's order: from the orders table, or the
     # default order (no row: the default order, or a stored order that is not valid).
@@ -980,6 +1060,21 @@ def _audience_query(
         sa.func.coalesce(orders.c[f"o_{i}"], channel).label(f"o_{i}")
         for i, channel in enumerate(default)
     ]
+    counted: list[sa.ColumnElement[Any]] = []
+    if marketing and postgres:
+        own = None
+        if message.message_ref is not None:
+            own = aliased(ContactLogEntry, name="own")
+            from_ = from_.outerjoin(
+                own,
+                sa.and_(
+                    own.customer_id == people.c.id,
+                    own.message_ref == message.message_ref,
+                    own.kind == "marketing",
+                    own.status.in_(COUNTED_STATUSES),
+                ),
+            )
+        counted = _state_counts(message, choices.state, own, subscription.frequency, windows, rules)
     # One narrow row per customer: the wide customer rows stay in this stage.
     early = _fenced(
         from_.with_only_columns(
@@ -987,18 +1082,19 @@ def _audience_query(
             windows.c.open_now.label("open_now"),
             windows.c.next_open.label("next_open"),
             windows.c.contact_at.label("contact_at"),
-            sa.func.coalesce(pref.frequency, "any").label("frequency"),
+            sa.func.coalesce(choices.frequency, "any").label("frequency"),
             sa.func.coalesce(subscription.frequency, "any").label("topic_frequency"),
             *positions,
             *(early_reason(ch).label(f"e_{ch}") for ch in message.channels),
+            *counted,
         ),
         "early",
         postgres,
     )
 
-    counts = None
+    counts: sa.FromClause | None = early if counted else None
     query = sa.select(early.c.customer_id).select_from(early)
-    if marketing:
+    if marketing and not postgres:
         counts = _counts_subquery(message, cid, windows, rules, at, postgres)
         query = query.outerjoin(counts, counts.c.customer_id == early.c.customer_id)
 
@@ -1025,6 +1121,62 @@ def _audience_query(
     return _choose_channel(per_channel, message, postgres)
 
 
+def _state_counts(
+    message: Message,
+    state: Any,
+    own: Any,
+    topic_frequency: sa.ColumnElement[Any],
+    windows: sa.FromClause,
+    rules: Sequence[_Rule],
+) -> list[sa.ColumnElement[int]]:
+    """Per customer, from ``policy_state``: contacts around their contact time, per cap.
+
+    The counted instants are sorted arrays, so a count in (low, high) is two binary
+    searches (``width_bucket`` gives how many instants are at or before a bound), and
+    every expression is parallel-safe (a subquery per row would keep the stage in the
+    leader). The message's own reservation (``own``, send-time re-check) is taken off.
+    """
+
+    def within(days: int, column: Any, channel: str | None = None) -> Any:
+        low, top = windows.c[f"lo_{days}"], windows.c[f"top_{days}"]
+        n = sa.func.coalesce(
+            sa.func.width_bucket(top, column) - sa.func.width_bucket(low, column), 0
+        )
+        if own is not None:
+            inside = sa.and_(own.at > low, own.at <= top)
+            if channel is not None:
+                inside = sa.and_(inside, own.channel == channel)
+            n = n - sa.case((inside, 1), else_=0)
+        return n
+
+    def on_topic(days: int) -> Any:
+        """Only for customers with this cadence for the topic."""
+        # "<topic> <instant>" texts in "C" order: this topic's instants are one span.
+        low, top = (windows.c[f"{bound}_{days}"].collate("C") for bound in ("tlo", "ttop"))
+        column = state.counted_topic_at
+        n = sa.func.coalesce(
+            sa.func.width_bucket(top, column) - sa.func.width_bucket(low, column), 0
+        )
+        if own is not None:
+            low_at, top_at = windows.c[f"lo_{days}"], windows.c[f"top_{days}"]
+            inside = sa.and_(own.at > low_at, own.at <= top_at, own.topic_id == message.topic_id)
+            n = n - sa.case((inside, 1), else_=0)
+        cadence = next(f for f, d in CADENCE_DAYS.items() if d == days)
+        return sa.case((topic_frequency == cadence, n), else_=0)
+
+    every = state.counted_at
+    columns = [
+        within(7, every).label("all_7"),
+        within(30, every).label("all_30"),
+        on_topic(7).label("topic_7"),
+        on_topic(30).label("topic_30"),
+    ]
+    for i, rule in enumerate(rules):
+        column = getattr(state, f"counted_{rule.channel}_at") if rule.channel else every
+        columns.append(within(rule.period_days, column, rule.channel).label(f"rule_{i}"))
+    return columns
+
+
 def _counts_subquery(
     message: Message,
     cid: sa.ColumnElement,
@@ -1033,7 +1185,10 @@ def _counts_subquery(
     at: dt.datetime,
     postgres: bool,
 ) -> sa.CTE:
-    """Per customer: messages sent or reserved around their contact time, per cap."""
+    """Per customer: messages sent or reserved around their contact time, per cap.
+
+    Aggregated from ``contact_log`` (SQLite; PostgreSQL reads policy_state instead).
+    """
     log = ContactLogEntry
     window_join = sa.and_(
         windows.c.timezone == Customer.timezone,

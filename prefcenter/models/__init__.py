@@ -8,6 +8,7 @@ from .contact import ContactLogEntry, PressureRule
 from .customer import Customer
 from .interaction import Interaction
 from .ledger import ConsentLedgerEntry, LedgerIsAppendOnly
+from .policy_state import PolicyState
 from .preference import ContactPreference
 from .suppression import Suppression
 from .throttle import ThrottleWindow
@@ -27,6 +28,7 @@ __all__ = [
     "Customer",
     "Interaction",
     "LedgerIsAppendOnly",
+    "PolicyState",
     "PressureRule",
     "Suppression",
     "ThrottleWindow",
