@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_PERSONALIZATIONS = 1000
 MAX_SUBSTITUTION_BYTES = 10_000
 TEXT, HTML = "%text%", "%html%"
+_JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":"))
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
 class SendGridTransport:
@@ -141,11 +143,16 @@ class SendGridTransport:
         return results
 
     def _send(self, batch: list[tuple[Outgoing, Any]]) -> list[Sent]:
-        body = self.payload(batch)
+        # Encoded here, compactly (the client's own json.dumps is twice as slow on a
+        # thousand personalizations); a JSON content type other than the bare
+        # "application/json" makes the client send the text as it is.
+        body = _JSON.encode(self.payload(batch))
         messages = [message for message, _substitutions in batch]
         for attempt in range(1, self.max_attempts + 1):
             try:
-                response = self.client.client.mail.send.post(request_body=body)
+                response = self.client.client.mail.send.post(
+                    request_body=body, request_headers=_JSON_HEADERS
+                )
             except exceptions.HTTPError as exc:
                 status = exc.status_code
                 if status == 429 or status >= 500:
