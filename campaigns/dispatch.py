@@ -145,6 +145,29 @@ def requeue_stuck(
     return list(stuck)
 
 
+_CUSTOMER_COLUMNS = (
+    Customer.id,
+    Customer.first_name,
+    Customer.last_name,
+    Customer.attributes,
+    Customer.locale,
+)
+_POSTAL_COLUMNS = (
+    Customer.postal_line1,
+    Customer.postal_line2,
+    Customer.postal_code,
+    Customer.city,
+    Customer.country,
+)
+# What _address reads, per channel.
+_ADDRESS_COLUMNS: dict[str, tuple[Any, ...]] = {
+    "email": (Customer.email,),
+    "sms": (Customer.phone,),
+    "phone": (Customer.phone,),
+    "post": _POSTAL_COLUMNS,
+}
+
+
 def _address(customer: Customer | sa.Row, channel: str) -> str | None:
     if channel == "email":
         return customer.email
@@ -265,6 +288,7 @@ def prepare(
         .where(_among(session, Delivery.id, delivery_ids), Delivery.status == "queued")
         .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
         .returning(Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.campaign_id)
+        .execution_options(synchronize_session=False)
     ).all()
     outgoing: dict[str, list[tuple[uuid.UUID, uuid.UUID, str, Outgoing]]] = {}
     if not rows:
@@ -339,23 +363,14 @@ def prepare(
             result.deferred += len(defers)
 
     # Plain rows (not ORM objects): rendering reads a few columns of many customers.
+    channels = {member.channel for member, _c, _t in sendable}
+    columns = [*_CUSTOMER_COLUMNS, *{c for ch in channels for c in _ADDRESS_COLUMNS[ch]}]
     customers = {
         c.id: c
         for c in session.execute(
-            sa.select(
-                Customer.id,
-                Customer.first_name,
-                Customer.last_name,
-                Customer.attributes,
-                Customer.locale,
-                Customer.email,
-                Customer.phone,
-                Customer.postal_line1,
-                Customer.postal_line2,
-                Customer.postal_code,
-                Customer.city,
-                Customer.country,
-            ).where(_among(session, Customer.id, [m.customer_id for m, _c, _t in sendable]))
+            sa.select(*columns).where(
+                _among(session, Customer.id, [m.customer_id for m, _c, _t in sendable])
+            )
         )
     }
     no_content: dict[str, list[Any]] = {}
@@ -430,6 +445,7 @@ def _set_status(
             sa.update(Delivery)
             .where(_among(session, Delivery.id, chunk))
             .values(updated_at=now, **values)
+            .execution_options(synchronize_session=False)
         )
 
 
@@ -466,6 +482,7 @@ def _settle(
                 ContactLogEntry.status == "reserved",
             )
             .values(**values)
+            .execution_options(synchronize_session=False)
         )
 
 
