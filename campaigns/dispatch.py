@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -227,7 +226,8 @@ def build_message(
     if channel == "email":
         targets = [f"<{unsubscribe_url}>"]
         if links.unsubscribe_mailto:
-            subject = quote(f"unsubscribe {delivery.id}")
+            # quote(f"unsubscribe {id}"), spelt out: a UUID has nothing else to escape
+            subject = f"unsubscribe%20{delivery.id}"
             targets.append(f"<mailto:{links.unsubscribe_mailto}?subject={subject}>")
         headers["List-Unsubscribe"] = ", ".join(targets)
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
