@@ -20,9 +20,12 @@ import logging
 import multiprocessing
 import os
 import random
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -154,8 +157,8 @@ def _serve(url: str, threads: int, validate_responses: bool, pre_ping: bool, por
         },
         environ={},
     )
-    if not pre_ping:  # a proposed change to prefcenter/db.py, measured (--no-pre-ping)
-        settings[DBBIND_KEY] = make_engine(url, pool_pre_ping=False)
+    if pre_ping:  # the engine as it was before 2026-12-01 (--pre-ping), for comparison
+        settings[DBBIND_KEY] = make_engine(url, pool_pre_ping=True)
     app = make_wsgi_app(settings)
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
     ports.put((os.getpid(), int(server.effective_port)))
@@ -275,6 +278,71 @@ def _get_latencies(
     return latencies, wall, sum(o[1] for o in outcomes)
 
 
+_WRK_SCRIPT = """
+local customers = tonumber(os.getenv("BENCH_CUSTOMERS"))
+local headers = {["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY"),
+                 ["Accept"] = "application/json"}
+local out = os.getenv("BENCH_OUT")
+math.randomseed(tonumber(os.getenv("BENCH_SEED")))
+
+request = function()
+  local path = string.format("/api/v1/customers/B-%07d/preferences", math.random(0, customers - 1))
+  return wrk.format("GET", path, headers)
+end
+
+done = function(summary, latency, requests)
+  local f = io.open(out, "w")
+  f:write(string.format('{"requests": %d, "duration_us": %d, "status_errors": %d, ',
+    summary.requests, summary.duration, summary.errors.status))
+  f:write(string.format('"socket_errors": %d, "histogram": [',
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+  for i = 1, #latency do
+    local value, count = latency(i)
+    if i > 1 then f:write(",") end
+    f:write(string.format("[%d,%d]", value, count))
+  end
+  f:write("]}")
+  f:close()
+end
+"""
+
+
+def _wrk_latencies(
+    ports: Sequence[int], key: str, customers: int, clients: int, duration: float
+) -> tuple[list[float], float, int]:
+    """wrk (C, one thread per port) with the clients spread over the ports: every latency."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "preferences.lua"
+        script.write_text(_WRK_SCRIPT)
+        runs = []
+        for n, port in enumerate(ports):
+            connections = clients // len(ports) + (n < clients % len(ports))
+            out = Path(tmp) / f"wrk-{port}.json"
+            env = {
+                **os.environ,
+                "BENCH_CUSTOMERS": str(customers),
+                "BENCH_KEY": key,
+                "BENCH_OUT": str(out),
+                "BENCH_SEED": str(1000 + n),
+            }
+            command = [
+                "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "30s",
+                "-s", str(script), f"http://127.0.0.1:{port}",
+            ]  # fmt: skip
+            runs.append((subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL), out))
+        results = []
+        for process, out in runs:
+            if process.wait() != 0:
+                raise RuntimeError(f"wrk exited with {process.returncode}")
+            results.append(json.loads(out.read_text()))
+    latencies = [
+        value / 1e6 for r in results for value, count in r["histogram"] for _ in range(count)
+    ]
+    wall = max(r["duration_us"] for r in results) / 1e6
+    errors = sum(r["status_errors"] + r["socket_errors"] for r in results)
+    return latencies, wall, errors
+
+
 def _ingest(port: int, key: str, customers: int, batches: int) -> tuple[float, int]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     rng = random.Random(7)
@@ -316,7 +384,7 @@ def _measure(
     servers = [
         _MP.Process(
             target=_serve,
-            args=(url, args.threads, args.validate_responses, not args.no_pre_ping, queue),
+            args=(url, args.threads, args.validate_responses, args.pre_ping, queue),
             daemon=True,
         )
         for _ in range(processes)
@@ -331,9 +399,14 @@ def _measure(
             _get_client(port, key, args.customers, 200, seed=-port)
         load = os.getloadavg()[0]
         cpu_before = sum(_cpu_seconds(pid) for pid in pids)
-        latencies, wall, errors = _get_latencies(
-            ports, key, args.customers, args.clients, args.requests, args.client_processes
-        )
+        if args.client == "wrk":
+            latencies, wall, errors = _wrk_latencies(
+                ports, key, args.customers, args.clients, args.duration
+            )
+        else:
+            latencies, wall, errors = _get_latencies(
+                ports, key, args.customers, args.clients, args.requests, args.client_processes
+            )
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
         figures: dict[str, Any] = {
             "processes": processes,
@@ -364,14 +437,19 @@ def run(args: argparse.Namespace) -> str:
         engine = sa.create_engine(database.url)
         facts = _env.machine(engine)
         engine.dispose()
-    variant = "; engine WITHOUT pool_pre_ping (a variant, not the code as it is)"
-    variant = variant if args.no_pre_ping else ""
+    variant = "; engine WITH pool_pre_ping (a variant, not the code as it is)"
+    variant = variant if args.pre_ping else ""
+    clients_text = (
+        f"from wrk ({args.duration:g} s per run, one wrk thread per web process)"
+        if args.client == "wrk"
+        else f"in {args.client_processes} Python client processes (not the server's)"
+    )
     lines = [
         f"Measured {facts['date']} on {facts['cpus']}, {facts['memory']}, "
         f"PostgreSQL {facts.get('postgresql', '?')}, Python {facts['python']}; "
         f"{args.customers:,} customers (with consents, preferences and subscriptions); "
         f"waitress with {args.threads} threads per process; {args.clients} keep-alive clients "
-        f"in {args.client_processes} client processes (not the server's); "
+        f"{clients_text}; "
         f"requests validated against openapi.yaml, response validation "
         f"{'on' if args.validate_responses else 'off'}{variant}.",
         "",
@@ -424,9 +502,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="check every answer against openapi.yaml, as production does (default: on)",
     )
     parser.add_argument(
-        "--no-pre-ping",
+        "--pre-ping",
         action="store_true",
-        help="serve with an engine without pool_pre_ping (not what prefcenter/db.py does)",
+        help="serve with pool_pre_ping (a ping per request; prefcenter/db.py pings only"
+        " connections idle for 10 s)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk (Debian's package; default when installed) or the"
+        " benchmark's own Python clients",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of load per run (wrk)"
     )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)

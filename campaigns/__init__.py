@@ -41,6 +41,17 @@ def _webhooks(config: Any, cfg: Any) -> None:
         renderer="json",
         require_csrf=False,  # SendGrid signs its requests; no cookie, nothing to forge
     )
+    from .inbound import InboundSettings
+    from .views.inbound import sendgrid_inbound
+
+    config.registry["campaigns.inbound"] = InboundSettings.from_settings(config.get_settings())
+    config.add_view(
+        sendgrid_inbound,
+        route_name="sendgrid_inbound",
+        request_method="POST",
+        renderer="json",
+        require_csrf=False,  # basic auth with a secret; no cookie, nothing to forge
+    )
 
 
 def _api(config: Any, dispatcher: Any) -> None:

@@ -11,7 +11,9 @@ import datetime as dt
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,76 @@ def _print_status(session: Any, campaign: Any) -> None:
         print(f"  {status:<10} {counts[status]:>9}")
     for reason, n in counts["skipped"].items():
         print(f"  skipped    {n:>9}  ({reason})")
+    if campaign.status in ("running", "paused") and Progress.of(counts).total:
+        print(Progress.of(counts).bar())
+
+
+DONE = ("sent", "delivered", "opened", "clicked", "failed", "cancelled")
+WAITING = ("planned", "queued", "sending")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a campaign's sending is: handed over (or failed) out of all to send."""
+
+    done: int
+    failed: int
+    waiting: int  # planned, queued or being sent
+    deferred: int  # waiting for their own contact window
+
+    @classmethod
+    def of(cls, counts: dict[str, Any]) -> Progress:
+        return cls(
+            done=sum(counts.get(s, 0) for s in DONE),
+            failed=counts.get("failed", 0),
+            waiting=sum(counts.get(s, 0) for s in WAITING),
+            deferred=counts.get("deferred", 0),
+        )
+
+    @property
+    def total(self) -> int:
+        return self.done + self.waiting + self.deferred
+
+    @property
+    def sending(self) -> bool:
+        """Anything left to send now (deferred messages wait for their window)."""
+        return self.waiting > 0
+
+    def bar(self, width: int = 30) -> str:
+        share = self.done / self.total if self.total else 1.0
+        filled = int(share * width)
+        line = (
+            f"  [{'#' * filled}{'-' * (width - filled)}] {share:4.0%}  "
+            f"{self.done:,} of {self.total:,} done"
+        )
+        if self.failed:
+            line += f" ({self.failed:,} failed)"
+        if self.deferred:
+            line += f", {self.deferred:,} wait for their contact window"
+        return line
+
+
+def _watch(url: str, campaign_id: str, interval: float, out: Any = None) -> int:
+    """Redraw the progress bar until nothing is left to send now (or Ctrl-C)."""
+    out = out or sys.stdout
+    redraw = out.isatty()
+    try:
+        while True:
+            with base._session(url) as session:
+                campaign = _campaign(session, campaign_id)
+                progress = Progress.of(dispatch.campaign_counts(session, campaign.id))
+                status = campaign.status
+            line = f"{progress.bar()}  ({status})"
+            out.write(f"\r{line}\033[K" if redraw else f"{line}\n")
+            out.flush()
+            if status not in ("running", "scheduled") or not progress.sending:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    if redraw:
+        out.write("\n")
+    return 0
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
@@ -100,6 +172,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with base._session(settings["sqlalchemy.url"]) as session:
         campaign = _campaign(session, args.campaign_id)
         _print_status(session, campaign)
+        running = campaign.status in ("running", "scheduled")
+    if args.watch and running:
+        return _watch(settings["sqlalchemy.url"], args.campaign_id, args.interval)
     return 0
 
 
@@ -274,9 +349,12 @@ def register(command: Command) -> None:
         ("cancel", "Stop for good; unsent messages are cancelled"),
     ):
         action(name, _transition(name), summary).add_argument("campaign_id")
-    action("status", _cmd_status, "Show the counts per status and skip reason").add_argument(
-        "campaign_id"
+    parser = action("status", _cmd_status, "Show the counts per status and skip reason")
+    parser.add_argument("campaign_id")
+    parser.add_argument(
+        "--watch", action="store_true", help="show a progress bar until the sending is done"
     )
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (2)")
     action("forecast", _cmd_forecast, "Dry run: the counts launching now would give").add_argument(
         "campaign_id"
     )

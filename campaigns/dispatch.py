@@ -27,7 +27,7 @@ from prefcenter.i18n import _, translate
 from prefcenter.models import ContactLogEntry, Customer, Topic, utcnow
 from prefcenter.portal.links import portal_token, unsubscribe_token
 
-from . import rendering
+from . import planner, rendering
 from .channels import Outgoing, Sent, Transport
 from .channels.outbox import OutboxTransport
 from .channels.sms import sms_length
@@ -599,7 +599,8 @@ def flag_unconfirmed(session: Session, now: dt.datetime, *, older_than: dt.timed
 
 
 def campaign_counts(session: Session, campaign_id: uuid.UUID) -> dict:
-    """Deliveries per status, and skipped per policy reason (the API's ``counts``)."""
+    """Deliveries per status, and skipped per policy reason (the API's ``counts``): at
+    send time (deliveries) and at planning (``campaign_exclusions``, no deliveries)."""
     rows = session.execute(
         sa.select(Delivery.status, Delivery.reason, sa.func.count())
         .where(Delivery.campaign_id == campaign_id)
@@ -609,7 +610,7 @@ def campaign_counts(session: Session, campaign_id: uuid.UUID) -> dict:
         s: 0 for s in ("planned", "queued", "sending", "sent", "delivered", "failed", "deferred")
     }
     counts["cancelled"] = 0
-    skipped: dict[str, int] = {}
+    skipped = planner.exclusion_counts(session, campaign_id)
     for status, reason, n in rows:
         if status == "skipped":
             skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n

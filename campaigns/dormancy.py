@@ -55,8 +55,13 @@ DEFAULT_STEP_DAYS = (0, 14, 30)
 def recompute_last_interactions(session: Session, at: dt.datetime) -> int:
     """Rebuild ``customers.last_interaction_at`` from the interactions up to ``at``.
 
-    One set-based UPDATE from an aggregate over the interactions; only rows whose value
-    changes are written. Returns how many customers changed.
+    A repair: the column is kept current as interactions arrive, so most customers are
+    already right, and only the rows whose value changes are written (a rebuild that
+    finds nothing wrong writes nothing). One UPDATE from an aggregate over the
+    interactions, read in order from ``ix_interactions_customer_occurred`` (an index-only
+    scan; measured faster at 1M customers than one index probe per customer, which reads
+    the index at random). A customer with no interaction up to ``at`` is left as is.
+    Returns how many customers changed.
     """
     latest = (
         sa.select(Interaction.customer_id, sa.func.max(Interaction.occurred_at).label("last"))
@@ -67,12 +72,7 @@ def recompute_last_interactions(session: Session, at: dt.datetime) -> int:
     changed = session.execute(
         sa.update(Customer)
         .where(Customer.id == latest.c.customer_id)
-        .where(
-            sa.or_(
-                Customer.last_interaction_at.is_(None),
-                Customer.last_interaction_at != latest.c.last,
-            )
-        )
+        .where(Customer.last_interaction_at.is_distinct_from(latest.c.last))
         .values(last_interaction_at=latest.c.last)
         .execution_options(synchronize_session=False)
     ).rowcount

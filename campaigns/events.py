@@ -5,6 +5,11 @@
   or a timestamp outside the tolerance, changes nothing.
 * Events are de-duplicated by ``sg_event_id`` (SendGrid retries for up to 24 hours):
   ``INSERT … ON CONFLICT DO NOTHING RETURNING`` keeps only the new ones, set-based.
+* A batch is a handful of statements whatever its size and mix (on PostgreSQL each batch
+  travels as one JSON parameter): the new event ids with their deliveries, one
+  forward-only UPDATE of the deliveries, the engagement interactions with the customers'
+  last interaction, the suppressions, and the consent changes with their ledger rows.
+  Within a batch, a delivery's or a customer's events count in time order.
 * The delivery is found through the ``delivery_id`` custom argument (SendGrid puts
   custom arguments at the top level of each event).
 * Mapping: ``delivered`` / human ``open`` / ``click`` move the delivery forward only;
@@ -14,7 +19,9 @@
   delivery and suppress the address; ``spamreport`` suppresses it and refuses email
   consent; ``unsubscribe`` leaves every marketing topic; ``group_unsubscribe`` /
   ``group_resubscribe`` leave / rejoin the delivery's topic — consent changes go through
-  the preference services and the ledger, with the provider as actor.
+  the preference services' batch form (:func:`prefcenter.services.preferences.apply_batch`)
+  and the ledger, with the provider as actor: one row per field that changed, none for
+  a change that changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
+import types
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -44,13 +53,6 @@ SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 PROVIDER = Actor("provider", "sendgrid")
 MAX_EVENTS = 10_000
-# Forward-only statuses: an event may only move a delivery to a later one.
-_EARLIER = {
-    "delivered": ("queued", "sending", "sent"),
-    "opened": ("queued", "sending", "sent", "delivered"),
-    "clicked": ("queued", "sending", "sent", "delivered", "opened"),
-    "failed": ("queued", "sending", "sent"),
-}
 
 
 class Rejected(Exception):
@@ -127,11 +129,46 @@ class Ingested:
     consent_changes: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class _Event:
+    """One event, read once: its id, kind, delivery id (None if not ours) and time."""
+
+    id: str
+    kind: str
+    delivery_id: str | None  # canonical text: ids stay text from the JSON to the SQL
+    at: dt.datetime
+    order: int  # its place in the batch: among events of the same second, the first first
+    raw: dict[str, Any]
+
+    @property
+    def machine_open(self) -> bool:
+        return self.kind == "open" and bool(self.raw.get("sg_machine_open"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    customer_id: str
+    topic_id: str
+
+
 def _uuid(value: Any) -> uuid.UUID | None:
+    if value is None:
+        return None
     try:
         return uuid.UUID(str(value))
     except ValueError:
         return None
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _delivery_key(value: Any) -> str | None:
+    """The delivery id's canonical text (as we sent it, checked without parsing it)."""
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value
+    parsed = _uuid(value)
+    return str(parsed) if parsed else None
 
 
 def _at(event: dict[str, Any], now: dt.datetime) -> dt.datetime:
@@ -144,49 +181,34 @@ def _at(event: dict[str, Any], now: dt.datetime) -> dt.datetime:
 def ingest(
     session: Session, events: Sequence[dict[str, Any]], now: dt.datetime, *, cfg: ConsentSettings
 ) -> Ingested:
-    """Apply a batch of events once each, in the caller's transaction."""
+    """Apply a batch of events once each, in the caller's transaction.
+
+    A handful of statements per batch whatever its size and mix: the new event ids with
+    their deliveries, the deliveries' statuses, the engagement interactions with the
+    customers' last interaction, the suppressions, the consent changes with their ledger.
+    """
     result = Ingested(received=len(events))
-    unique: dict[str, dict[str, Any]] = {}
-    for event in events:
+    unique: dict[str, _Event] = {}
+    for order, event in enumerate(events):
         event_id = event.get("sg_event_id")
         if not isinstance(event_id, str) or not event_id or len(event_id) > 100:
             result.without_id += 1
         elif event_id not in unique:
-            unique[event_id] = event
-    rows = [
-        {
-            "event_id": event_id,
-            "event": str(event.get("event", ""))[:32],
-            "delivery_id": _uuid(event.get("delivery_id")),
-            "received_at": now,
-        }
-        for event_id, event in unique.items()
-    ]
-    if not rows:
+            kind = str(event.get("event", ""))[:32]
+            delivery_id = _delivery_key(event.get("delivery_id"))
+            unique[event_id] = _Event(event_id, kind, delivery_id, _at(event, now), order, event)
+    if not unique:
         return result
-    known = set(
-        session.scalars(
-            sa.select(Delivery.id).where(
-                Delivery.id.in_({r["delivery_id"] for r in rows if r["delivery_id"]})
-            )
-        )
-    )
-    for row in rows:
-        if row["delivery_id"] not in known:
-            row["delivery_id"] = None  # an event of a message sent by something else
-    fresh = _record_events(session, rows)
-    result.new = len(fresh)
+    targets = _record_events(session, list(unique.values()), now)
+    result.new = len(targets)
     result.duplicates = len(events) - result.without_id - result.new
-    new_events = [unique[event_id] for event_id in unique if event_id in fresh]
-    deliveries = _deliveries(session, new_events)
-    result.unknown_delivery = sum(
-        1 for e in new_events if _uuid(e.get("delivery_id")) not in deliveries
-    )
+    new_events = [e for e in unique.values() if e.id in targets]
+    deliveries = {e.delivery_id: t for e in new_events if (t := targets[e.id]) is not None}
+    result.unknown_delivery = sum(1 for e in new_events if targets[e.id] is None)
     _advance(session, new_events, deliveries, now)
     result.engagements = _engagements(session, new_events, deliveries, now)
-    result.suppressed, result.consent_changes = _consent_events(
-        session, new_events, deliveries, now, cfg
-    )
+    result.suppressed = _suppress(session, new_events, now, cfg)
+    result.consent_changes = _consent_changes(session, new_events, deliveries, now)
     return result
 
 
@@ -200,7 +222,8 @@ def _recordset(rows: list[dict[str, Any]], *columns: sa.ColumnClause) -> Any:
     One statement and one short SQL text whatever the batch size (a 1,000-row VALUES
     list costs more to build and parse than the work it describes).
     """
-    batch = sa.cast(sa.bindparam("batch", json.dumps(rows, default=str)), postgresql.JSONB)
+    text = json.dumps(rows, default=str, separators=(",", ":"))
+    batch = sa.cast(sa.bindparam("batch", text), postgresql.JSONB)
     return (
         sa.func.jsonb_to_recordset(batch)
         .table_valued(*columns)
@@ -208,52 +231,81 @@ def _recordset(rows: list[dict[str, Any]], *columns: sa.ColumnClause) -> Any:
     )
 
 
+def _typed_recordset(table: sa.Table, rows: list[dict[str, Any]]) -> Any:
+    """:func:`_recordset` with the columns typed as the table's own."""
+    return _recordset(rows, *(sa.column(n, table.c[n].type) for n in rows[0]))
+
+
 def _insert_new(
     session: Session, table: sa.Table, rows: list[dict[str, Any]], unique: list[str], returning: Any
 ) -> set[Any]:
-    """``INSERT … ON CONFLICT (unique) DO NOTHING RETURNING``: what the rows really added.
-
-    On PostgreSQL the whole batch is one JSON parameter (:func:`_recordset`), typed by the
-    table's own columns; on SQLite an executemany.
-    """
-    if _postgresql(session):
-        names = list(rows[0])
-        batch = _recordset(rows, *(sa.column(n, table.c[n].type) for n in names))
-        statement = (
-            postgresql.insert(table)
-            .from_select(names, sa.select(*(batch.c[n] for n in names)))
-            .on_conflict_do_nothing(index_elements=unique)
-            .returning(returning)
-        )
-        return set(session.connection().scalars(statement))
+    """SQLite: ``INSERT … ON CONFLICT (unique) DO NOTHING RETURNING`` (an executemany)."""
     statement = (
         sqlite.insert(table).on_conflict_do_nothing(index_elements=unique).returning(returning)
     )
     return {value for (value,) in session.connection().execute(statement, rows)}
 
 
-def _record_events(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert the events not seen before; return the ids of those that are new."""
+def _record_events(
+    session: Session, events: list[_Event], now: dt.datetime
+) -> dict[str, _Target | None]:
+    """Insert the events not seen before, each with its delivery if it is one of ours.
+
+    Returns the new events' ids, with the delivery's customer and topic (None: a message
+    sent by something else). PostgreSQL: one statement.
+    """
     table = ProviderEvent.__table__
-    return _insert_new(session, table, rows, ["event_id"], table.c.event_id)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Target:
-    customer_id: uuid.UUID
-    topic_id: uuid.UUID
-
-
-def _deliveries(session: Session, events: Sequence[dict[str, Any]]) -> dict[uuid.UUID, _Target]:
-    ids = {i for i in (_uuid(e.get("delivery_id")) for e in events) if i}
-    if not ids:
-        return {}
-    rows = session.execute(
+    rows = [{"event_id": e.id, "event": e.kind, "delivery_id": e.delivery_id} for e in events]
+    if _postgresql(session):
+        batch = _typed_recordset(table, rows)
+        batch = sa.select(batch.c.event_id, batch.c.event, batch.c.delivery_id).cte("batch")
+        known = (
+            sa.select(Delivery.id, Delivery.customer_id, Campaign.topic_id)
+            .join(Campaign, Campaign.id == Delivery.campaign_id)
+            .where(Delivery.id.in_(sa.select(batch.c.delivery_id)))
+            .cte("known")
+        )
+        new = (
+            postgresql.insert(table)
+            .from_select(
+                ["event_id", "event", "delivery_id", "received_at"],
+                sa.select(
+                    batch.c.event_id, batch.c.event, known.c.id, sa.literal(now, UTCDateTime())
+                ).select_from(batch.outerjoin(known, known.c.id == batch.c.delivery_id)),
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(table.c.event_id, table.c.delivery_id)
+            .cte("new")
+        )
+        # One JSON document back rather than 1,000 rows (cheaper to read in Python).
+        found = sa.func.json_agg(
+            sa.func.json_build_array(
+                new.c.event_id,
+                sa.cast(known.c.customer_id, sa.Text),
+                sa.cast(known.c.topic_id, sa.Text),
+            )
+        )
+        answer = session.connection().scalar(
+            sa.select(found).select_from(new.outerjoin(known, known.c.id == new.c.delivery_id))
+        )
+        return {
+            event_id: _Target(customer_id, topic_id) if customer_id else None
+            for event_id, customer_id, topic_id in answer or ()
+        }
+    ids = {uuid.UUID(r["delivery_id"]) for r in rows if r["delivery_id"]}
+    known_rows = session.execute(
         sa.select(Delivery.id, Delivery.customer_id, Campaign.topic_id)
         .join(Campaign, Campaign.id == Delivery.campaign_id)
         .where(Delivery.id.in_(ids))
     )
-    return {r.id: _Target(r.customer_id, r.topic_id) for r in rows}
+    ours = {str(r.id): _Target(str(r.customer_id), str(r.topic_id)) for r in known_rows}
+    for row in rows:
+        mine = row["delivery_id"] in ours
+        # None: an event of a message sent by something else
+        row["delivery_id"] = uuid.UUID(row["delivery_id"]) if mine else None
+        row["received_at"] = now
+    fresh = _insert_new(session, table, rows, ["event_id"], table.c.event_id)
+    return {e.id: ours.get(e.delivery_id) for e in events if e.id in fresh}
 
 
 def _is_hard_failure(event: dict[str, Any]) -> bool:
@@ -266,153 +318,239 @@ def _is_hard_failure(event: dict[str, Any]) -> bool:
     return False
 
 
+# Forward-only statuses, in order: an event moves a delivery only to a later one of these.
+_RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "opened": 4, "clicked": 5}
+_POSITIVE = {"delivered": "delivered", "open": "opened", "click": "clicked"}
+_BEFORE_DELIVERY = ("queued", "sending", "sent")  # what a hard failure can still fail
+
+
 def _advance(
     session: Session,
-    events: Sequence[dict[str, Any]],
-    deliveries: dict[uuid.UUID, _Target],
+    events: Sequence[_Event],
+    deliveries: dict[str, _Target],
     now: dt.datetime,
 ) -> None:
-    """Delivery statuses and first times, forward only: one executemany per kind of event."""
-    updates: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        delivery_id = _uuid(event.get("delivery_id"))
-        if delivery_id not in deliveries:
-            continue
-        kind, at = event.get("event"), _at(event, now)
-        if kind == "delivered":
-            updates.setdefault("delivered", []).append({"d": delivery_id, "at": at})
-        elif kind == "open" and event.get("sg_machine_open"):
-            updates.setdefault("machine_open", []).append({"d": delivery_id, "at": at})
-        elif kind == "open":
-            updates.setdefault("opened", []).append({"d": delivery_id, "at": at})
-        elif kind == "click":
-            updates.setdefault("clicked", []).append({"d": delivery_id, "at": at})
-        elif _is_hard_failure(event):
-            reason = f"{kind}: {event.get('reason') or event.get('type') or ''}".strip(": ")
-            updates.setdefault("failed", []).append({"d": delivery_id, "error": reason[:1000]})
+    """Delivery statuses and first times, forward only: one UPDATE for the whole batch.
+
+    Per delivery, the batch's events count in time order (batch order within a second):
+    a hard failure before any sign of delivery fails a message not yet delivered, a
+    later one cannot undo the delivery; statuses only move forward.
+    """
+    per: dict[str, dict[str, Any]] = {}
+    for event in sorted(events, key=lambda e: (e.at, e.order)):
+        status = None if event.machine_open else _POSITIVE.get(event.kind)
+        fails = status is None and not event.machine_open and _is_hard_failure(event.raw)
+        if event.delivery_id not in deliveries or not (status or fails or event.machine_open):
+            continue  # processed, deferred, and events of messages that are not ours
+        row = per.setdefault(
+            event.delivery_id,
+            {
+                "d": event.delivery_id,
+                "delivered": None,
+                "opened": None,
+                "clicked": None,
+                "machine_opened": None,
+                "best": -1,
+                "best_status": None,
+                "fails_first": False,
+                "error": None,
+            },
+        )
+        if event.machine_open:
+            row["machine_opened"] = row["machine_opened"] or event.at
+        elif status is not None:
+            row["delivered"] = row["delivered"] or event.at  # an open or click proves delivery
+            if status != "delivered":
+                row[status] = row[status] or event.at
+            if _RANK[status] > row["best"]:
+                row["best"], row["best_status"] = _RANK[status], status
+        elif row["error"] is None:
+            reason = f"{event.kind}: {event.raw.get('reason') or event.raw.get('type') or ''}"
+            row["error"] = reason.strip(": ")[:1000]
+            row["fails_first"] = row["best_status"] is None
+    if not per:
+        return
+    params = list(per.values())
     table = Delivery.__table__
-    for kind, params in updates.items():
-        if _postgresql(session):
-            # One UPDATE … FROM the batch; the earliest time per delivery, one row each.
-            batch = _recordset(
-                params,
-                sa.column("d", sa.Uuid),
-                sa.column("at", UTCDateTime()),
-                sa.column("error", sa.Text),
+    names = {
+        "d": sa.Uuid(),
+        "delivered": UTCDateTime(),
+        "opened": UTCDateTime(),
+        "clicked": UTCDateTime(),
+        "machine_opened": UTCDateTime(),
+        "best": sa.Integer(),
+        "best_status": sa.String(),
+        "fails_first": sa.Boolean(),
+        "error": sa.Text(),
+    }
+    if _postgresql(session):
+        batch = _recordset(params, *(sa.column(n, t) for n, t in names.items()))
+        source: Any = batch.c
+        target = table.c.id == source.d
+    else:
+        source = types.SimpleNamespace(**{n: sa.bindparam(n, type_=t) for n, t in names.items()})
+        target = table.c.id == source.d
+        params = [{**p, "d": uuid.UUID(p["d"])} for p in params]
+    rank = sa.case(_RANK, value=table.c.status, else_=None)
+    before_delivery = sa.or_(*(table.c.status == s for s in _BEFORE_DELIVERY))
+    fails = source.error.is_not(None)
+    status = sa.case(
+        (sa.and_(source.fails_first, before_delivery), "failed"),
+        (rank < source.best, source.best_status),
+        (sa.and_(fails, before_delivery), "failed"),
+        else_=table.c.status,
+    )
+    changes = sa.or_(
+        status != table.c.status,
+        *(
+            sa.and_(table.c[column].is_(None), value.is_not(None))
+            for column, value in (
+                ("delivered_at", source.delivered),
+                ("opened_at", source.opened),
+                ("clicked_at", source.clicked),
+                ("machine_opened_at", source.machine_opened),
             )
-            source = (
-                sa.select(
-                    batch.c.d,
-                    sa.func.min(batch.c.at).label("at"),
-                    sa.func.max(batch.c.error).label("error"),
-                )
-                .group_by(batch.c.d)
-                .subquery("source")
-            )
-            at, error, target = source.c.at, source.c.error, table.c.id == source.c.d
-        else:
-            at = sa.bindparam("at", type_=UTCDateTime())
-            error, target = sa.bindparam("error"), table.c.id == sa.bindparam("d")
-            params = [{"at": None, "error": None, **p} for p in params]
-        values: dict[str, Any] = {"updated_at": now}
-        if kind == "machine_open":
-            values["machine_opened_at"] = sa.func.coalesce(table.c.machine_opened_at, at)
-        elif kind == "failed":
-            values["status"] = sa.case((_one_of(table, "failed"), "failed"), else_=table.c.status)
-            values["last_error"] = error
-        else:
-            column = {"delivered": "delivered_at", "opened": "opened_at", "clicked": "clicked_at"}
-            values[column[kind]] = sa.func.coalesce(table.c[column[kind]], at)
-            values["status"] = sa.case((_one_of(table, kind), kind), else_=table.c.status)
-            if kind in ("opened", "clicked"):  # an open or click proves delivery too
-                values["delivered_at"] = sa.func.coalesce(table.c.delivered_at, at)
-        statement = sa.update(table).where(target).values(**values)
-        if _postgresql(session):
-            session.connection().execute(statement, {"batch": json.dumps(params, default=str)})
-        else:
-            session.connection().execute(statement, params)
-
-
-def _one_of(table: Any, kind: str) -> sa.ColumnElement[bool]:
-    # Plain equalities, not IN: an expanding IN cannot be used with executemany.
-    return sa.or_(*(table.c.status == status for status in _EARLIER[kind]))
+        ),
+        sa.and_(fails, table.c.last_error.is_distinct_from(source.error)),
+    )
+    statement = (
+        sa.update(table)
+        .where(target, changes)  # a repeat that changes nothing writes nothing
+        .values(
+            status=status,
+            delivered_at=sa.func.coalesce(table.c.delivered_at, source.delivered),
+            opened_at=sa.func.coalesce(table.c.opened_at, source.opened),
+            clicked_at=sa.func.coalesce(table.c.clicked_at, source.clicked),
+            machine_opened_at=sa.func.coalesce(table.c.machine_opened_at, source.machine_opened),
+            last_error=sa.func.coalesce(source.error, table.c.last_error),
+            updated_at=now,
+        )
+    )
+    if _postgresql(session):
+        session.connection().execute(statement)
+    else:
+        session.connection().execute(statement, params)
 
 
 def _engagements(
     session: Session,
-    events: Sequence[dict[str, Any]],
-    deliveries: dict[uuid.UUID, _Target],
+    events: Sequence[_Event],
+    deliveries: dict[str, _Target],
     now: dt.datetime,
 ) -> int:
-    """Clicks and human opens become inbound interactions (idempotent by event id)."""
+    """Clicks and human opens become inbound interactions (idempotent by event id), and
+    move the customers' last interaction forward: one statement on PostgreSQL."""
     rows = []
     for event in events:
-        target = deliveries.get(_uuid(event.get("delivery_id")))
-        kind = {"click": "email_click", "open": "email_open"}.get(event.get("event"))
-        if target is None or kind is None or event.get("sg_machine_open"):
+        target = deliveries.get(event.delivery_id)
+        kind = {"click": "email_click", "open": "email_open"}.get(event.kind)
+        if target is None or kind is None or event.machine_open:
             continue
         rows.append(
             {
-                "id": uuid.uuid4(),
+                "id": str(uuid.uuid4()),
                 "customer_id": target.customer_id,
                 "kind": kind,
-                "occurred_at": min(_at(event, now), now),
+                "occurred_at": min(event.at, now),
                 "source": "sendgrid",
-                "idempotency_key": event["sg_event_id"],
-                "data": {"delivery_id": event.get("delivery_id"), "url": event.get("url")},
+                "idempotency_key": event.id,
+                "data": {"delivery_id": event.raw.get("delivery_id"), "url": event.raw.get("url")},
                 "created_at": now,
             }
         )
     if not rows:
         return 0
     table = Interaction.__table__
+    if _postgresql(session):
+        batch = _typed_recordset(table, rows)
+        inserted = (
+            postgresql.insert(table)
+            .from_select(list(rows[0]), sa.select(*(batch.c[n] for n in rows[0])))
+            .on_conflict_do_nothing(index_elements=["source", "idempotency_key"])
+            .returning(table.c.customer_id, table.c.occurred_at)
+            .cte("inserted")
+        )
+        latest = (
+            sa.select(inserted.c.customer_id, sa.func.max(inserted.c.occurred_at).label("at"))
+            .group_by(inserted.c.customer_id)
+            .subquery("latest")
+        )
+        customers = Customer.__table__
+        last = customers.c.last_interaction_at
+        session.connection().execute(
+            sa.update(customers)
+            .add_cte(inserted)
+            .where(customers.c.id == latest.c.customer_id)
+            .where(sa.or_(last.is_(None), last < latest.c.at))  # only rows that change
+            .values(last_interaction_at=latest.c.at, updated_at=now)
+        )
+        return len(rows)
+    for row in rows:  # SQLite: the Uuid columns want UUIDs
+        row["id"], row["customer_id"] = uuid.UUID(row["id"]), uuid.UUID(row["customer_id"])
     touched = _insert_new(session, table, rows, ["source", "idempotency_key"], table.c.customer_id)
     if touched:
         move_last_interaction(session, Customer.id.in_(touched))
     return len(rows)
 
 
-def _consent_events(
-    session: Session,
-    events: Sequence[dict[str, Any]],
-    deliveries: dict[uuid.UUID, _Target],
-    now: dt.datetime,
-    cfg: ConsentSettings,
-) -> tuple[int, int]:
-    """Suppressions and consent changes (rare: one service call each, through the ledger)."""
-    suppressed = changes = 0
-    marketing_topics: list[Topic] | None = None
+def _suppress(
+    session: Session, events: Sequence[_Event], now: dt.datetime, cfg: ConsentSettings
+) -> int:
+    """Hard bounces, drops of bad addresses and spam reports: the addresses suppressed,
+    in one statement (how many were not suppressed yet)."""
+    entries = []
     for event in events:
-        kind = event.get("event")
-        email = event.get("email")
-        failed = _is_hard_failure(event) or kind == "spamreport"
-        if failed and isinstance(email, str) and "@" in email:
-            reason = "spam_complaint" if kind == "spamreport" else "hard_bounce"
-            suppressed += suppressions.suppress(
-                session, "email", email, reason, cfg=cfg, note=f"sendgrid {kind}", now=now
+        email = event.raw.get("email")
+        spam = event.kind == "spamreport"
+        if (spam or _is_hard_failure(event.raw)) and isinstance(email, str) and "@" in email:
+            reason = "spam_complaint" if spam else "hard_bounce"
+            entries.append((email, reason, f"sendgrid {event.kind}"))
+    if not entries:
+        return 0
+    return suppressions.suppress_many(session, "email", entries, cfg=cfg, now=now)
+
+
+_CONSENT_KINDS = ("spamreport", "unsubscribe", "group_unsubscribe", "group_resubscribe")
+
+
+def _consent_changes(
+    session: Session,
+    events: Sequence[_Event],
+    deliveries: dict[str, _Target],
+    now: dt.datetime,
+) -> int:
+    """Spam reports, unsubscribes and group (un)subscribes, in time order, through the
+    preference service's batch form and the ledger (actor: provider): how many fields
+    changed (one ledger row each)."""
+    wanted = sorted(
+        (e for e in events if e.kind in _CONSENT_KINDS and e.delivery_id in deliveries),
+        key=lambda e: (e.at, e.order),
+    )
+    if not wanted:
+        return 0
+    marketing: list[uuid.UUID] = []
+    if any(e.kind == "unsubscribe" for e in wanted):
+        marketing = list(
+            session.scalars(
+                sa.select(Topic.id)
+                .where(Topic.kind == "marketing", Topic.active.is_(True))
+                .order_by(Topic.key)
             )
-        if kind not in ("spamreport", "unsubscribe", "group_unsubscribe", "group_resubscribe"):
-            continue
-        target = deliveries.get(_uuid(event.get("delivery_id")))
-        if target is None:
-            continue
-        customer = session.get(Customer, target.customer_id)
-        if customer is None or customer.erased_at is not None:
-            continue
-        if kind == "spamreport":
-            preferences.refuse(session, customer, "email", PROVIDER, now=now, source="sendgrid")
-        elif kind == "unsubscribe":
-            if marketing_topics is None:
-                marketing_topics = list(
-                    session.scalars(
-                        sa.select(Topic).where(Topic.kind == "marketing", Topic.active.is_(True))
-                    )
-                )
-            for topic in marketing_topics:
-                preferences.set_subscription(session, customer, topic, False, PROVIDER, now=now)
+        )
+    changes: list[preferences.BatchChange] = []
+    for event in wanted:
+        target = deliveries[event.delivery_id]
+        details = {"event": event.kind, "sg_event_id": event.id}
+        common = {"customer_id": uuid.UUID(target.customer_id), "details": details}
+        if event.kind == "spamreport":
+            changes.append(preferences.BatchChange(channel="email", source="sendgrid", **common))
+        elif event.kind == "unsubscribe":
+            changes += [preferences.BatchChange(topic_id=t, **common) for t in marketing]
         else:
-            topic = session.get_one(Topic, target.topic_id)
-            subscribe = kind == "group_resubscribe"
-            preferences.set_subscription(session, customer, topic, subscribe, PROVIDER, now=now)
-        changes += 1
-    return suppressed, changes
+            subscribe = event.kind == "group_resubscribe"
+            changes.append(
+                preferences.BatchChange(
+                    topic_id=uuid.UUID(target.topic_id), subscribed=subscribe, **common
+                )
+            )
+    return preferences.apply_batch(session, changes, PROVIDER, now=now).changed

@@ -5,6 +5,7 @@ from typing import Any
 
 def includeme(config: Any) -> None:
     config.add_route("sendgrid_events", "/webhooks/sendgrid")
+    config.add_route("sendgrid_inbound", "/webhooks/sendgrid/inbound")
     config.add_route("api_campaigns", "/api/v1/campaigns")
     config.add_route("api_campaign", "/api/v1/campaigns/{campaign_id}")
     for action in ("launch", "pause", "resume", "cancel", "preview", "forecast"):

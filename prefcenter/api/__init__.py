@@ -31,6 +31,7 @@ DEFAULTS = {
     "prefcenter.api.max_body_bytes": str(2 * 1024 * 1024),
     "prefcenter.api.validate_responses": "true",
     "prefcenter.api.key_cache_seconds": "5",
+    "prefcenter.webhooks.allow_private_targets": "false",
 }
 
 # (route, method, operationId in openapi.yaml, view)
@@ -90,16 +91,56 @@ def add_operations(
 def docs_page(request: Any) -> dict[str, Any]:
     """A readable page listing every operation, its scopes and schemas (no JavaScript)."""
     spec: Spec = request.registry["api"].spec
+    document = spec.document
     return {
-        "info": spec.document["info"],
-        "operations": sorted(spec.operations.values(), key=lambda o: (o.path, o.method)),
-        "schemas": spec.document["components"]["schemas"],
+        "info": document["info"],
+        "operations": [
+            {
+                "op": op,
+                "parameters": [_resolved(document, p) for p in op.parameters],
+                "body": _ref_name(op.body_schema),
+                "responses": [
+                    (status, r.get("description", ""), response_schema(r))
+                    for status, r in (
+                        (status, _resolved(document, response))
+                        for status, response in op.responses.items()
+                    )
+                ],
+            }
+            for op in sorted(spec.operations.values(), key=lambda o: (o.path, o.method))
+        ],
+        "schemas": document["components"]["schemas"],
     }
+
+
+def _resolved(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """A parameter or response, its local ``$ref`` followed."""
+    ref = item.get("$ref")
+    if not ref:
+        return item
+    found: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        found = found[part]
+    return found
+
+
+def _ref_name(schema: dict[str, Any] | None) -> str | None:
+    ref = (schema or {}).get("$ref", "")
+    return ref.rsplit("/", 1)[-1] or None
+
+
+def response_schema(response: dict[str, Any]) -> str | None:
+    content = response.get("content", {})
+    for media in ("application/json", "application/problem+json"):
+        if media in content:
+            return _ref_name(content[media].get("schema"))
+    return None
 
 
 def includeme(config: Any) -> None:
     settings = {**DEFAULTS, **config.get_settings()}
     secret = str(settings["prefcenter.secret"])
+    allow_private = as_bool(settings["prefcenter.webhooks.allow_private_targets"])
     config.registry["api"] = ApiConfig(
         spec=Spec.load(),
         consent=ConsentSettings.from_settings(settings),
@@ -111,8 +152,9 @@ def includeme(config: Any) -> None:
         max_body_bytes=int(settings["prefcenter.api.max_body_bytes"]),
         validate_responses=as_bool(settings["prefcenter.api.validate_responses"]),
         keys=VerifiedKeys(ttl=float(settings["prefcenter.api.key_cache_seconds"])),
+        allow_private_webhooks=allow_private,
     )
-    webhook_tasks.configure(secret)
+    webhook_tasks.configure(secret, allow_private_targets=allow_private)
 
     for route, method, operation_id, view in OPERATIONS:
         config.add_view(

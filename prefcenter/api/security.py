@@ -106,6 +106,7 @@ class ApiConfig:
     max_body_bytes: int
     validate_responses: bool
     keys: VerifiedKeys
+    allow_private_webhooks: bool = False  # development: receivers on localhost
 
 
 @dataclasses.dataclass

@@ -48,6 +48,8 @@ class Operation:
     parameters: tuple[dict[str, Any], ...]
     body_schema: dict[str, Any] | None
     responses: dict[str, Any]
+    summary: str = ""
+    description: str = ""
 
 
 def _pointer(path: Any) -> str:
@@ -113,6 +115,8 @@ class Spec:
                     parameters=shared + tuple(op.get("parameters", ())),
                     body_schema=body.get("schema"),
                     responses=op["responses"],
+                    summary=op.get("summary", ""),
+                    description=op.get("description", ""),
                 )
 
     @classmethod

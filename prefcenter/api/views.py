@@ -251,9 +251,16 @@ def list_webhooks(call: Call) -> Reply:
 
 
 def post_webhook(call: Call) -> Reply:
-    endpoint = webhooks.register_endpoint(
-        call.session, call.api_key, call.body["url"], call.body.get("events")
-    )
+    try:
+        endpoint = webhooks.register_endpoint(
+            call.session,
+            call.api_key,
+            call.body["url"],
+            call.body.get("events"),
+            allow_private=call.config.allow_private_webhooks,
+        )
+    except InvalidInput as exc:
+        raise _rejected(exc) from None
     secret = webhooks.signing_secret(call.config.secret, endpoint.id)
     return Reply(201, shown.webhook_json(endpoint, secret=secret))
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..addresses import normalize_phone
@@ -180,6 +181,18 @@ def request_callback(
     if errors:
         raise InvalidInput(errors)
     assert slot is not None
+    same = session.scalars(
+        sa.select(CallbackRequest).where(
+            CallbackRequest.customer_id == customer.id,
+            CallbackRequest.day == day,
+            CallbackRequest.slot_start == slot[0],
+            CallbackRequest.status == "requested",
+        )
+    ).first()
+    if same is not None:
+        # Asked twice (a double click, the form sent again): one call, the latest details.
+        same.phone, same.note = number, note or same.note
+        return same
     callback = CallbackRequest(
         id=uuid.uuid4(),
         customer_id=customer.id,

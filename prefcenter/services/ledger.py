@@ -2,7 +2,8 @@
 
 Append-only (the model refuses updates and deletes); it is the proof of consent
 (GDPR Art. 7(1)). Only prefcenter.services.preferences writes it for customer changes,
-in the same transaction as the change itself.
+in the same transaction as the change itself: one change at a time with :func:`record`,
+or a batch of changes in one statement with :func:`record_many`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..models import ConsentLedgerEntry, utcnow
 from ..models.vocabulary import ACTOR_TYPES
+from . import webhooks
 
 LedgerValue = str | int | bool | dt.datetime | None
 
@@ -106,6 +109,47 @@ def record(
     session.add(entry)
     session.flush()
     return entry
+
+
+def entry_row(
+    customer_id: uuid.UUID,
+    actor: Actor,
+    field: str,
+    before: LedgerValue,
+    after: LedgerValue,
+    *,
+    details: dict[str, Any] | None = None,
+    now: dt.datetime,
+) -> dict[str, Any] | None:
+    """The ledger row :func:`record` would add, as a plain dict; None for a no-op."""
+    before_text, after_text = as_text(before), as_text(after)
+    if before_text == after_text:
+        return None
+    return {
+        "customer_id": customer_id,
+        "actor_type": actor.type,
+        "actor_id": actor.id[:128] if actor.id else None,
+        "ip": actor.ip[:45] if actor.ip else None,
+        "user_agent": actor.user_agent[:500] if actor.user_agent else None,
+        "field": field,
+        "before": before_text,
+        "after": after_text,
+        "at": now,
+        "details": details or {},
+    }
+
+
+def record_many(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Append rows made by :func:`entry_row`, in their order, in one statement.
+
+    A Core insert, so the outbound webhooks' outbox is told of the changes here, as it
+    is told of the ORM entries :func:`record` adds (prefcenter.services.webhooks).
+    """
+    if not rows:
+        return 0
+    session.execute(sa.insert(ConsentLedgerEntry.__table__), list(rows))
+    webhooks.note_changes(session, rows)
+    return len(rows)
 
 
 def history(session: Session, customer_id: uuid.UUID) -> list[ConsentLedgerEntry]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .. import tokens
@@ -54,6 +55,7 @@ from ..models import (
     utcnow,
 )
 from ..models.vocabulary import CHANNELS, FREQUENCIES
+from . import ledger
 from .ledger import Actor, record
 from .suppressions import current_address_hmac, suppression_reasons
 
@@ -1200,3 +1202,231 @@ def resume(
     record(session, customer.id, actor, "paused_until", preference.paused_until, None, now=now)
     preference.paused_until = None
     session.flush()
+
+
+# --- a batch of withdrawals and subscriptions, set-based -----------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchChange:
+    """One change in a batch: refuse ``channel``, or (un)subscribe ``topic_id``.
+
+    ``details`` go to the change's ledger row (where it came from: a provider's event id).
+    """
+
+    customer_id: uuid.UUID
+    channel: str | None = None
+    topic_id: uuid.UUID | None = None
+    subscribed: bool = False
+    source: str | None = None
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class BatchResult:
+    changed: int = 0  # ledger rows written (one per field that really changed)
+    unchanged: int = 0  # changes that changed nothing (already so)
+    refused: int = 0  # changes a single call would refuse: subscribing erased / inactive
+
+
+def _locked(session: Session, statement: Any) -> Any:
+    # Rows about to be rewritten from what is read here: lock them (PostgreSQL) so that a
+    # concurrent change waits, and is not lost nor recorded with a wrong "before".
+    if session.get_bind().dialect.name == "postgresql":
+        return statement.with_for_update()
+    return statement
+
+
+def apply_batch(
+    session: Session, changes: Sequence[BatchChange], actor: Actor, *, now: dt.datetime
+) -> BatchResult:
+    """Apply changes in their order, as :func:`refuse` and :func:`set_subscription` one
+    after the other would, with a few statements for the whole batch.
+
+    Same rules as those functions: a refusal is always allowed; subscribing needs a
+    customer not erased and an active topic (such a change is counted as refused and
+    skipped, not raised: one bad change must not fail a provider's whole batch). Exactly
+    one ledger row per field changed by a change, in order, none for a no-op.
+    Core statements: ORM objects of these rows already loaded in the session are stale.
+    """
+    now = _clock(now)
+    result = BatchResult()
+    if not changes:
+        return result
+    customer_ids = sorted({c.customer_id for c in changes}, key=str)
+    _raise_if(*(_channel_error(c.channel) for c in changes if c.channel is not None))
+    _raise_if(*(_source_error(c.source) for c in changes))
+    topic_ids = {c.topic_id for c in changes if c.topic_id is not None}
+    topics = {
+        t.id: t
+        for t in session.execute(
+            sa.select(Topic.id, Topic.key, Topic.active).where(Topic.id.in_(topic_ids))
+        )
+    }
+    erased: set[uuid.UUID] = set()
+    if any(c.subscribed for c in changes):  # only subscribing needs a customer not erased
+        erased = set(
+            session.scalars(
+                sa.select(Customer.id).where(
+                    Customer.id.in_(customer_ids), Customer.erased_at.is_not(None)
+                )
+            )
+        )
+    consents: dict[tuple[uuid.UUID, str], str] = {}
+    channels = {c.channel for c in changes if c.channel is not None}
+    if channels:
+        consents = {
+            (r.customer_id, r.channel): r.status
+            for r in session.execute(
+                _locked(
+                    session,
+                    sa.select(
+                        ChannelConsent.customer_id, ChannelConsent.channel, ChannelConsent.status
+                    )
+                    .where(
+                        ChannelConsent.customer_id.in_(customer_ids),
+                        ChannelConsent.channel.in_(channels),
+                    )
+                    .order_by(ChannelConsent.customer_id, ChannelConsent.channel),
+                )
+            )
+        }
+    subscriptions: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+    if topic_ids:
+        subscriptions = {
+            (r.customer_id, r.topic_id): r.status
+            for r in session.execute(
+                _locked(
+                    session,
+                    sa.select(
+                        TopicSubscription.customer_id,
+                        TopicSubscription.topic_id,
+                        TopicSubscription.status,
+                    )
+                    .where(
+                        TopicSubscription.customer_id.in_(customer_ids),
+                        TopicSubscription.topic_id.in_(topic_ids),
+                    )
+                    .order_by(TopicSubscription.customer_id, TopicSubscription.topic_id),
+                )
+            )
+        }
+
+    ledger_rows: list[dict[str, Any]] = []
+    refusals: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+    subscribed: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+    for change in changes:
+        if change.channel is not None:
+            key = (change.customer_id, change.channel)
+            before = consents.get(key)
+            if before == "refused":
+                result.unchanged += 1
+                continue
+            consents[key] = "refused"
+            refusals[key] = {"source": change.source}
+            field, after = f"consent.{change.channel}", "refused"
+            details = {"source": change.source} if change.source else {}
+        else:
+            topic = topics.get(change.topic_id)
+            if topic is None or (
+                change.subscribed and (change.customer_id in erased or not topic.active)
+            ):
+                result.refused += 1
+                continue
+            key = (change.customer_id, change.topic_id)
+            before = subscriptions.get(key)
+            after = "subscribed" if change.subscribed else "unsubscribed"
+            if before == after:
+                result.unchanged += 1
+                continue
+            subscriptions[key] = subscribed[key] = after
+            field, details = f"topic.{topic.key}", {}
+        row = ledger.entry_row(
+            change.customer_id,
+            actor,
+            field,
+            before,
+            after,
+            details={**details, **change.details},
+            now=now,
+        )
+        ledger_rows.append(row)
+    _write_refusals(session, refusals, now)
+    _write_subscriptions(session, subscribed, now)
+    result.changed = ledger.record_many(session, ledger_rows)
+    return result
+
+
+def _upsert(session: Session, table: sa.Table) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _write_refusals(
+    session: Session, refusals: dict[tuple[uuid.UUID, str], dict[str, Any]], now: dt.datetime
+) -> None:
+    """What :func:`refuse` does to a consent row, for many rows in one statement."""
+    if not refusals:
+        return
+    table = ChannelConsent.__table__
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "customer_id": customer_id,
+            "channel": channel,
+            "status": "refused",
+            "source": values["source"],
+            "mechanism": None,
+            "refused_at": now,
+            "confirmation_hash": None,
+            "confirmation_expires_at": None,
+            "confirmation_attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for (customer_id, channel), values in refusals.items()
+    ]
+    insert = _upsert(session, table)
+    excluded = insert.excluded
+    statement = insert.on_conflict_do_update(
+        index_elements=["customer_id", "channel"],
+        set_={
+            "status": excluded.status,
+            "mechanism": None,
+            "refused_at": excluded.refused_at,
+            # A refusal without a source keeps the row's source, as refuse() does.
+            "source": sa.func.coalesce(excluded.source, table.c.source),
+            "confirmation_hash": None,
+            "confirmation_expires_at": None,
+            "confirmation_attempts": 0,
+            "updated_at": excluded.updated_at,
+        },
+    )
+    session.execute(statement, rows)
+
+
+def _write_subscriptions(
+    session: Session, subscribed: dict[tuple[uuid.UUID, uuid.UUID], str], now: dt.datetime
+) -> None:
+    """The final status of each subscription the batch changed, in one statement."""
+    if not subscribed:
+        return
+    table = TopicSubscription.__table__
+    rows = [
+        {
+            "customer_id": customer_id,
+            "topic_id": topic_id,
+            "status": status,
+            "frequency": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for (customer_id, topic_id), status in subscribed.items()
+    ]
+    insert = _upsert(session, table)
+    statement = insert.on_conflict_do_update(
+        index_elements=["customer_id", "topic_id"],
+        set_={"status": insert.excluded.status, "updated_at": insert.excluded.updated_at},
+    )
+    session.execute(statement, rows)

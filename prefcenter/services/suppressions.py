@@ -150,6 +150,35 @@ def suppress(
     return _insert(session, [_row(channel, hmac_, reason, note, now or utcnow())]) == 1
 
 
+def suppress_many(
+    session: Session,
+    channel: str,
+    entries: Iterable[tuple[Any, str, str | None]],
+    *,
+    cfg: ConsentSettings,
+    now: dt.datetime | None = None,
+) -> int:
+    """:func:`suppress` for many ``(address, reason, note)`` at once: one statement.
+
+    Returns how many were not on the list yet. An address that cannot be read is skipped
+    (whoever reports it, a provider's batch, cannot correct it); a bad channel, reason or
+    note is still an error.
+    """
+    _check(channel)
+    now = now or utcnow()
+    kind = ADDRESS_KIND[channel]
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for address, reason, note in entries:
+        _check(channel, reason, note)
+        try:
+            normalized = normalize_address(kind, address, "address")
+        except InvalidInput:
+            continue
+        hmac_ = address_hmac(cfg.address_key, kind, normalized)
+        rows.setdefault((hmac_, reason), _row(channel, hmac_, reason, note, now))
+    return _insert(session, list(rows.values()))
+
+
 def suppression_reasons(
     session: Session, channel: str, address_hmac_: str | None, *, kind: str = "marketing"
 ) -> list[str]:

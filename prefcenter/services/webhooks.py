@@ -18,9 +18,12 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
@@ -31,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ..addresses import derive_key
+from ..errors import InvalidInput
 from ..models import ApiKey, ConsentLedgerEntry, Customer, WebhookDelivery, WebhookEndpoint, utcnow
 from ..models.webhook import WEBHOOK_EVENTS
 
@@ -56,9 +60,102 @@ def signing_secret(server_secret: str, endpoint_id: uuid.UUID) -> str:
     return f"whsec_{digest}"
 
 
+# --- where we may post (no server-side request forgery) -------------------------------------
+#
+# An API client chooses the URL; the worker posts from inside the operator's network. A URL
+# naming a private, loopback, link-local or otherwise non-public address would let a client
+# reach the database, the broker or a cloud metadata service. Registration refuses such
+# URLs (and plain http) unless ``prefcenter.webhooks.allow_private_targets`` is on (the
+# development default, to try a receiver on localhost); at send time the address actually
+# connected to is checked again (a public name may resolve to a private address, or change
+# after registration), and redirects are not followed.
+
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def check_url(url: str, *, allow_private: bool = False) -> None:
+    """Raise InvalidInput (field ``/url``) unless we may post to ``url``."""
+
+    def refuse(reason: str) -> InvalidInput:
+        return InvalidInput.one("/url", url, reason)
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        raise refuse("must be an https URL")
+    if parts.scheme == "http" and not allow_private:
+        raise refuse("must use https (plain http is only accepted in development)")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise refuse("has no host name")
+    if parts.username or parts.password:
+        raise refuse("must not carry a user name or password (the signature authenticates us)")
+    if allow_private:
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost" or host.endswith(_LOCAL_SUFFIXES) or "." not in host:
+            raise refuse(
+                f"{host!r} is a local host name, not reachable from the internet"
+            ) from None
+        return
+    if not _public(address):
+        raise refuse(f"{host} is a private, loopback or reserved address")
+
+
+class _GuardedHTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _check_peer(self.sock, self.host)
+
+
+class _GuardedHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _check_peer(self.sock, self.host)
+
+
+def _check_peer(sock: Any, host: str) -> None:
+    peer = ipaddress.ip_address(sock.getpeername()[0])
+    if not _public(peer):
+        sock.close()
+        raise OSError(f"refused: {host} resolves to {peer}, a private or reserved address")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx is recorded as the attempt's answer
+
+
+class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: Any) -> Any:
+        return self.do_open(_GuardedHTTPConnection, req)
+
+
+class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: Any) -> Any:
+        return self.do_open(_GuardedHTTPSConnection, req, context=self._context)
+
+
+_PUBLIC_ONLY = urllib.request.build_opener(_GuardedHTTPHandler, _GuardedHTTPSHandler, _NoRedirects)
+_ANY_TARGET = urllib.request.build_opener(_NoRedirects)
+
+
 def register_endpoint(
-    session: Session, api_key: ApiKey, url: str, events: Iterable[str] | None = None
+    session: Session,
+    api_key: ApiKey,
+    url: str,
+    events: Iterable[str] | None = None,
+    *,
+    allow_private: bool = False,
 ) -> WebhookEndpoint:
+    check_url(url, allow_private=allow_private)
     wanted = list(dict.fromkeys(events or WEBHOOK_EVENTS))
     unknown = [e for e in wanted if e not in WEBHOOK_EVENTS]
     if unknown:
@@ -155,6 +252,15 @@ def _collect_changes(session: Session, _context: Any) -> None:
             changes.setdefault(obj.customer_id, []).append(
                 {"field": obj.field, "before": obj.before, "after": obj.after}
             )
+
+
+def note_changes(session: Session, entries: Iterable[dict[str, Any]]) -> None:
+    """Ledger rows written with a Core insert (ledger.record_many): announce them too."""
+    changes = session.info.setdefault(_CHANGES, {})
+    for entry in entries:
+        changes.setdefault(entry["customer_id"], []).append(
+            {"field": entry["field"], "before": entry["before"], "after": entry["after"]}
+        )
 
 
 def _write_outbox(session: Session) -> None:
@@ -270,14 +376,19 @@ def _claim(
     )
 
 
-def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
+def post(
+    url: str, body: bytes, headers: dict[str, str], *, allow_private: bool = False
+) -> tuple[int | None, str | None]:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    opener = _ANY_TARGET if allow_private else _PUBLIC_ONLY
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+        with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
             return response.status, None
     except urllib.error.HTTPError as exc:
         return exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
+    except urllib.error.URLError as exc:
+        return None, str(exc.reason)[:500]
+    except OSError as exc:
         return None, str(exc)[:500]
 
 
@@ -287,6 +398,7 @@ def attempt_delivery(
     *,
     server_secret: str,
     now: dt.datetime | None = None,
+    allow_private: bool = False,
 ) -> Attempt:
     """Try to send one delivery: claim it, POST it signed, record the outcome.
 
@@ -311,6 +423,7 @@ def attempt_delivery(
                 "X-Prefcenter-Timestamp": str(timestamp),
                 "X-Prefcenter-Signature": signature(claimed.secret, timestamp, claimed.body),
             },
+            allow_private=allow_private,
         )
     with unit_of_work() as session:
         return _record(session, delivery_id, claimed, code, error, now)

@@ -17,8 +17,9 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, statuses: list[int] | None = None) -> None:
+    def __init__(self, statuses: list[int] | None = None, location: str | None = None) -> None:
         self.statuses = list(statuses or [])
+        self.location = location  # sent with a 3xx answer
         self.received: list[Received] = []
         self._lock = threading.Lock()
         receiver = self
@@ -30,6 +31,8 @@ class WebhookReceiver:
                     receiver.received.append(Received(self.path, dict(self.headers), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
+                if 300 <= status < 400 and receiver.location:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -45,8 +48,10 @@ class WebhookReceiver:
 
 
 @contextmanager
-def webhook_receiver(statuses: list[int] | None = None) -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver(statuses)
+def webhook_receiver(
+    statuses: list[int] | None = None, location: str | None = None
+) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(statuses, location)
     thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -17,15 +17,28 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from prefcenter import tasks
-from prefcenter.db import make_session_factory
+from prefcenter import make_wsgi_app, tasks
+from prefcenter.db import DBBIND_KEY, make_session_factory
 from prefcenter.models import WebhookDelivery
 from prefcenter.services import webhooks
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, app_settings
 from tests.factories import make_api_key, make_customer
 from tests.fakes.webhook_receiver import webhook_receiver
 
 PROOF = {"source": "app", "collected_at": "2026-01-10T10:00:00+01:00"}
+
+
+@pytest.fixture
+def app(connection: sa.Connection, broker):
+    """The local receiver listens on 127.0.0.1: allowed here as in development only."""
+    settings = app_settings(
+        **{
+            DBBIND_KEY: connection,
+            "prefcenter.broker": broker,
+            "prefcenter.webhooks.allow_private_targets": "true",
+        }
+    )
+    return make_wsgi_app(settings)
 
 
 @pytest.fixture
@@ -100,7 +113,7 @@ def test_one_change_is_one_signed_delivery_retried_after_a_500_and_never_sent_tw
 
         now = dt.datetime.now(dt.UTC)
         first = webhooks.attempt_delivery(
-            unit_of_work, delivery.id, server_secret=TEST_SECRET, now=now
+            unit_of_work, delivery.id, server_secret=TEST_SECRET, allow_private=True, now=now
         )
         assert (first.sent, first.status_code) == (False, 500)
         assert first.retry_at == now + dt.timedelta(seconds=webhooks.BACKOFF_SECONDS)
@@ -110,18 +123,23 @@ def test_one_change_is_one_signed_delivery_retried_after_a_500_and_never_sent_tw
 
         # Not due yet: nothing is sent.
         early = webhooks.attempt_delivery(
-            unit_of_work, delivery.id, server_secret=TEST_SECRET, now=now
+            unit_of_work, delivery.id, server_secret=TEST_SECRET, allow_private=True, now=now
         )
         assert early.sent is False and len(receiver.received) == 1
 
         second = webhooks.attempt_delivery(
-            unit_of_work, delivery.id, server_secret=TEST_SECRET, now=first.retry_at
+            unit_of_work,
+            delivery.id,
+            server_secret=TEST_SECRET,
+            allow_private=True,
+            now=first.retry_at,
         )
         assert second.sent is True
         again = webhooks.attempt_delivery(
             unit_of_work,
             delivery.id,
             server_secret=TEST_SECRET,
+            allow_private=True,
             now=first.retry_at + dt.timedelta(days=1),
         )
         assert again.sent is False
@@ -209,7 +227,9 @@ def test_a_delivery_gives_up_after_the_last_attempt(
             "/api/v1/customers/W-5/preferences", {"frequency": "weekly"}, headers=admin
         )
         (delivery,) = _deliveries(dbsession, endpoint["id"])
-        result = webhooks.attempt_delivery(unit_of_work, delivery.id, server_secret=TEST_SECRET)
+        result = webhooks.attempt_delivery(
+            unit_of_work, delivery.id, server_secret=TEST_SECRET, allow_private=True
+        )
     assert result.retry_at is None
     (row,) = _deliveries(dbsession, endpoint["id"])
     assert (row.status, row.last_status_code) == ("failed", 503)

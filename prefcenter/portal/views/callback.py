@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.view import view_config
 
 from ...consent_settings import format_minute
 from ...errors import InvalidInput
-from ...models import Customer
+from ...models import CallbackRequest, Customer
 from ...services.callbacks import request_callback
 from ..auth import require_customer
 from ..forms import callback_day, whole_number
@@ -38,11 +40,28 @@ def _page(request: Any, customer: Customer, errors: list[str], **extra: Any) -> 
 
 @view_config(route_name="portal_callback", request_method="GET", renderer=PAGE)
 def callback_form(request: Any) -> dict[str, Any]:
-    return _page(request, require_customer(request), [])
+    customer = require_customer(request)
+    return _page(request, customer, [], done=_requested(request, customer))
+
+
+def _requested(request: Any, customer: Customer) -> dict[str, Any] | None:
+    """The confirmation after the redirect: the customer's own open request, if named."""
+    try:
+        callback_id = uuid.UUID(request.GET.get("requested", ""))
+    except ValueError:
+        return None
+    callback = request.dbsession.get(CallbackRequest, callback_id)
+    if callback is None or callback.customer_id != customer.id or callback.status != "requested":
+        return None
+    return {
+        "day": callback.day,
+        "slot": f"{format_minute(callback.slot_start)}-{format_minute(callback.slot_end)}",
+        "phone": callback.phone,
+    }
 
 
 @view_config(route_name="portal_callback", request_method="POST", renderer=PAGE)
-def ask_callback(request: Any) -> dict[str, Any]:
+def ask_callback(request: Any) -> Any:
     customer = require_customer(request)
     try:
         callback = request_callback(
@@ -57,13 +76,6 @@ def ask_callback(request: Any) -> dict[str, Any]:
         )
     except InvalidInput as error:
         return _page(request, customer, rejected(request, error))
-    return _page(
-        request,
-        customer,
-        [],
-        done={
-            "day": callback.day,
-            "slot": f"{format_minute(callback.slot_start)}-{format_minute(callback.slot_end)}",
-            "phone": callback.phone,
-        },
-    )
+    request.dbsession.flush()
+    # Post/redirect/get: reloading the confirmation does not send the form again.
+    return HTTPSeeOther(request.route_url("portal_callback", _query={"requested": callback.id}))

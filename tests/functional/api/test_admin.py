@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import sqlalchemy as sa
 
 from prefcenter.models import PressureRule, WebhookEndpoint
@@ -109,3 +110,23 @@ def test_a_webhook_url_must_be_http(testapp, bearer) -> None:
         "/api/v1/webhooks", {"url": "ftp://example.com/x"}, headers=bearer("admin"), status=422
     )
     assert response.json["errors"][0]["pointer"] == "/url"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.7/hooks",
+        "http://hooks.example.com/x",
+    ],
+)
+def test_a_webhook_url_must_be_public_https_and_nothing_is_registered(
+    testapp, bearer, dbsession, url
+) -> None:
+    admin = bearer("admin")
+    response = testapp.post_json("/api/v1/webhooks", {"url": url}, headers=admin, status=422)
+    (error,) = response.json["errors"]
+    assert (error["pointer"], error["value"]) == ("/url", url)
+    assert "https" in error["reason"] or "private" in error["reason"]
+    assert testapp.get("/api/v1/webhooks", headers=admin).json["webhooks"] == []
+    assert dbsession.scalars(sa.select(WebhookEndpoint)).all() == []

@@ -224,6 +224,16 @@ def test_the_document_and_its_docs_page_are_served(testapp) -> None:
     page = testapp.get("/api/v1/docs", status=200)
     assert "PATCH" in page.text and "/api/v1/interactions" in page.text
     assert "<script" not in page.text
+    # Each operation: its summary, its parameters (refs followed), body and answer schemas.
+    listing = page.text[page.text.index('id="list_customers"') :]
+    listing = listing[: listing.index('<div class="op"', 1)]
+    assert document["paths"]["/api/v1/customers"]["get"]["summary"] in listing
+    assert "<code>cursor</code></td><td>query</td><td>no</td>" in listing
+    assert '<a href="#CustomerPage">CustomerPage</a>' in listing
+    patch = page.text[page.text.index('id="patch_preferences"') :]
+    assert "<code>external_id</code></td><td>path</td><td>yes</td>" in patch
+    assert '<a href="#PreferencesPatch"><code>PreferencesPatch</code></a>' in patch
+    assert 'id="PreferencesPatch"' in page.text  # the anchor the links point at
 
 
 def test_a_valid_key_is_accepted(testapp, bearer, dbsession) -> None:

@@ -279,3 +279,147 @@ def test_a_database_failure_answers_5xx_so_that_sendgrid_retries(
         post(webhook, [event("click", deliveries[bob.id], bob)])
     # Nothing was kept, not even the event ids, so SendGrid's retry is processed in full.
     assert dbsession.scalar(sa.select(sa.func.count()).select_from(ProviderEvent)) == 0
+
+
+# -- a whole batch at once: what one event after the other would have done -------------------
+
+
+def ledger_of(dbsession, customer, prefix=""):
+    dbsession.expire_all()
+    return [
+        (e.field, e.before, e.after, e.actor_type, e.actor_id)
+        for e in dbsession.scalars(
+            sa.select(ConsentLedgerEntry)
+            .where(
+                ConsentLedgerEntry.customer_id == customer.id,
+                ConsentLedgerEntry.field.startswith(prefix),
+            )
+            .order_by(ConsentLedgerEntry.at, ConsentLedgerEntry.id)
+        )
+    ]
+
+
+def subscription_of(dbsession, customer, topic):
+    dbsession.expire_all()
+    return dbsession.get(TopicSubscription, (customer.id, topic.id)).status
+
+
+def test_a_mixed_batch_with_several_events_for_one_customer(webhook, dbsession, sent):
+    topic, (ann, bob), deliveries = sent
+    mine, t = deliveries[ann.id], int(time.time())
+    batch = [
+        event("delivered", mine, ann, timestamp=t - 50),
+        event("click", mine, ann, timestamp=t - 40, url="https://example.com/sale"),
+        event("spamreport", mine, ann, timestamp=t - 30),
+        event("spamreport", mine, ann, timestamp=t - 29),  # reported twice: one change
+        event("unsubscribe", mine, ann, timestamp=t - 20),
+        event("group_unsubscribe", mine, ann, timestamp=t - 10),  # already unsubscribed
+        event("bounce", deliveries[bob.id], bob, type="bounce", reason="550 no such user"),
+    ]
+
+    answer = post(webhook, batch).json
+
+    assert (answer["new"], answer["engagements"], answer["consent_changes"]) == (7, 1, 2)
+    assert answer["suppressed"] == 2  # ann's spam complaint (once), bob's hard bounce
+    assert ledger_of(dbsession, ann, "consent.") == [
+        ("consent.email", "granted", "refused", "provider", "sendgrid")
+    ]
+    assert ledger_of(dbsession, ann, "topic.") == [
+        (f"topic.{topic.key}", "subscribed", "unsubscribed", "provider", "sendgrid")
+    ]
+    assert subscription_of(dbsession, ann, topic) == "unsubscribed"
+    assert status_of(dbsession, mine).status == "clicked"
+    assert status_of(dbsession, deliveries[bob.id]).status == "failed"
+    assert ledger_of(dbsession, bob, "consent.") == []
+    reasons = dbsession.execute(sa.select(Suppression.address_hmac, Suppression.reason)).all()
+    assert sorted(r for _h, r in reasons) == ["hard_bounce", "spam_complaint"]
+
+
+@pytest.mark.parametrize("resubscribed_last", [True, False])
+def test_an_unsubscribe_and_a_resubscribe_in_one_batch_count_in_time_order(
+    webhook, dbsession, sent, resubscribed_last
+):
+    topic, (ann, _bob), deliveries = sent
+    t = int(time.time())
+    leave = event("group_unsubscribe", deliveries[ann.id], ann, timestamp=t - 20)
+    back = event("group_resubscribe", deliveries[ann.id], ann, timestamp=t - 10)
+    if not resubscribed_last:
+        leave["timestamp"], back["timestamp"] = t - 10, t - 20
+    post(webhook, [back, leave])  # listed in the other order: the timestamps decide
+
+    field = f"topic.{topic.key}"
+    if resubscribed_last:
+        assert subscription_of(dbsession, ann, topic) == "subscribed"
+        assert [(f, b, a) for f, b, a, *_ in ledger_of(dbsession, ann, "topic.")] == [
+            (field, "subscribed", "unsubscribed"),
+            (field, "unsubscribed", "subscribed"),
+        ]
+    else:
+        # Resubscribing while subscribed changes nothing: no ledger row for it.
+        assert subscription_of(dbsession, ann, topic) == "unsubscribed"
+        assert [(f, b, a) for f, b, a, *_ in ledger_of(dbsession, ann, "topic.")] == [
+            (field, "subscribed", "unsubscribed")
+        ]
+
+
+def test_changes_that_change_nothing_write_no_ledger_row(webhook, dbsession, sent):
+    _topic, (ann, _bob), deliveries = sent
+    post(webhook, [event("spamreport", deliveries[ann.id], ann)])
+    before = ledger_of(dbsession, ann)
+
+    again = post(
+        webhook,
+        [
+            event("spamreport", deliveries[ann.id], ann),
+            event("unsubscribe", deliveries[ann.id], ann),
+        ],
+    ).json
+    # The unsubscribe did change the topic; the second spam report changed nothing.
+    after = ledger_of(dbsession, ann)
+    assert again["consent_changes"] == 1
+    assert [row for row in after if row not in before] == [
+        (f"topic.{_topic.key}", "subscribed", "unsubscribed", "provider", "sendgrid")
+    ]
+    third = post(webhook, [event("unsubscribe", deliveries[ann.id], ann)]).json
+    assert third["consent_changes"] == 0
+    assert ledger_of(dbsession, ann) == after
+
+
+def test_a_failure_before_any_sign_of_delivery_fails_it_one_after_does_not(
+    webhook, dbsession, sent
+):
+    _topic, (ann, bob), deliveries = sent
+    t = int(time.time())
+    bounce = {"type": "bounce", "reason": "550 no such user"}
+    post(
+        webhook,
+        [
+            event("open", deliveries[ann.id], ann, timestamp=t - 5),
+            event("bounce", deliveries[ann.id], ann, timestamp=t - 10, **bounce),
+            event("bounce", deliveries[bob.id], bob, timestamp=t - 5, **bounce),
+            event("open", deliveries[bob.id], bob, timestamp=t - 10),
+        ],
+    )
+
+    assert status_of(dbsession, deliveries[ann.id]).status == "failed"
+    assert status_of(dbsession, deliveries[bob.id]).status == "opened"
+
+
+def test_provider_changes_are_announced_to_webhook_endpoints(webhook, dbsession, sent):
+    from prefcenter.models import WebhookDelivery
+    from prefcenter.services import webhooks
+    from tests.factories import make_api_key
+
+    _topic, (ann, _bob), deliveries = sent
+    key, _plaintext = make_api_key(dbsession, scopes=("preferences:read",))
+    webhooks.register_endpoint(dbsession, key, "https://loyalty.example.com/hook")
+
+    post(webhook, [event("spamreport", deliveries[ann.id], ann)])
+
+    dbsession.expire_all()
+    (announced,) = dbsession.scalars(sa.select(WebhookDelivery)).all()
+    assert announced.event == "customer.unsubscribed"
+    assert announced.payload["customer"]["id"] == str(ann.id)
+    assert announced.payload["changes"] == [
+        {"field": "consent.email", "before": "granted", "after": "refused"}
+    ]

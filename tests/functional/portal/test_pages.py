@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -794,11 +795,15 @@ def test_call_back_request_is_stored_as_call_list_entry_and_interaction(portal, 
     form["day"] = day_value
     form["slot"] = "600"
     form["note"] = "Question sur ma carte"
-    done = form.submit(status=200)
+    sent = form.submit(status=303)
+    done = sent.follow(status=200)
     assert "Merci. Nous vous appellerons au +33612345678" in done.text
+    # Sent twice (a double click, the browser's "send again"): still one call to make.
+    form.submit(status=303).follow(status=200)
     callback = dbsession.scalars(
         sa.select(CallbackRequest).where(CallbackRequest.customer_id == camille.id)
     ).one()
+    assert sent.location == done.request.url and str(callback.id) in sent.location
     assert (callback.day.isoformat(), callback.slot_start, callback.slot_end) == (
         day_value,
         600,
@@ -809,6 +814,9 @@ def test_call_back_request_is_stored_as_call_list_entry_and_interaction(portal, 
         sa.select(Interaction.kind).where(Interaction.customer_id == camille.id)
     ).all()
     assert sorted(kinds) == ["callback_request", "portal_visit"]
+    # The confirmation shows only the customer's own open request.
+    other = portal.get(f"/portal/callback?requested={uuid.uuid4()}")
+    assert "Merci. Nous vous appellerons" not in other.text
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,15 @@ def test_call_back_today_only_in_slots_not_started(dbsession):
     interaction = dbsession.scalars(sa.select(Interaction)).one()
     assert interaction.kind == "callback_request" and customer.last_interaction_at == MONDAY
 
+    # The same slot asked again: the same request, with the latest number; no second call.
+    again = request_callback(
+        dbsession, customer, MONDAY.date(), 660, hours=hours, phone="0698765432", now=MONDAY
+    )
+    assert again.id == callback.id and again.phone == "+33698765432" and again.note == "Carte"
+    assert len(dbsession.scalars(sa.select(Interaction)).all()) == 1
+    other = request_callback(dbsession, customer, MONDAY.date(), 720, hours=hours, now=MONDAY)
+    assert other.id != callback.id
+
 
 def test_call_back_lists_every_problem_and_writes_nothing(dbsession):
     customer = make_customer(dbsession, phone=None)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 import sqlalchemy as sa
 
-from campaigns import dispatch, dormancy
+from campaigns import dispatch, dormancy, planner
 from campaigns.channels.outbox import OutboxTransport
 from campaigns.models import Campaign, Delivery, DormancySnapshot, ReengagementEnrolment
 from prefcenter.errors import InvalidInput
@@ -149,19 +150,27 @@ def test_a_simulated_year(dbsession, topic, program):
     assert sent(clicker) == [day(190)]
     assert enrolments[clicker.id].status == "reengaged"
     assert enrolments[clicker.id].reengaged_at == day(200)
-    # The policy had the last word on every nudge.
+    # The policy had the last word on every nudge: planning left the refused customer out
+    # of every step and the weekly one out of step 2 (no delivery; counted by reason).
     assert sent(refused) == []
-    reasons = set(
-        dbsession.scalars(sa.select(Delivery.reason).where(Delivery.customer_id == refused.id))
-    )
-    assert reasons == {"no_consent"}
-    capped_reasons = dbsession.scalars(
-        sa.select(Delivery.reason)
-        .join(Campaign, Campaign.id == Delivery.campaign_id)
+    assert not dbsession.scalars(
+        sa.select(Delivery.id).where(Delivery.customer_id == refused.id)
+    ).all()
+    step_campaigns = [dbsession.get(Campaign, uuid.UUID(i)) for i in program.step_campaigns]
+    assert [planner.exclusion_counts(dbsession, c.id) for c in step_campaigns] == [
+        {"no_consent": 1},
+        {"frequency_cap": 1, "no_consent": 1},
+        {"no_consent": 1},
+    ]
+    capped_steps = dbsession.scalars(
+        sa.select(Campaign.name)
+        .join(Delivery, Delivery.campaign_id == Campaign.id)
         .where(Delivery.customer_id == capped.id)
         .order_by(Campaign.name)
     ).all()
-    assert capped_reasons == [None, "frequency_cap", None]
+    assert capped_steps == ["Win back — step 1", "Win back — step 3"]
+    why = planner.decision_for(dbsession, step_campaigns[0], refused, day(180), cfg=CFG)
+    assert (why.decision, why.reason) == ("skip", "no_consent")
 
     counts = dormancy.program_counts(dbsession, program)
     assert counts["enrolled"] == 4 and counts["reengaged"] == 1 and counts["sunset"] == 3
@@ -183,3 +192,30 @@ def test_recompute_rebuilds_last_interaction_from_the_interactions(dbsession, to
     dbsession.refresh(customer)
     assert customer.last_interaction_at == day(3)
     assert dormancy.recompute_last_interactions(dbsession, day(10)) == 0
+
+
+def test_recompute_writes_only_the_customers_whose_last_interaction_is_wrong(dbsession, topic):
+    right, drifted, silent = (reachable_customer(dbsession, topic) for _ in range(3))
+    interact(dbsession, right, day(2), "r1")
+    interact(dbsession, drifted, day(3), "d1")
+    interact(dbsession, drifted, day(5), "d2")
+    interact(dbsession, drifted, day(20), "d3")  # after the rebuild's time: not counted
+    for customer, last in ((right, day(2)), (drifted, day(1)), (silent, day(4))):
+        dbsession.execute(
+            sa.update(Customer)
+            .where(Customer.id == customer.id)
+            .values(last_interaction_at=last, updated_at=day(1))
+        )
+
+    assert dormancy.recompute_last_interactions(dbsession, day(10)) == 1
+
+    dbsession.expire_all()
+    rows = {
+        c.id: (c.last_interaction_at, c.updated_at)
+        for c in dbsession.scalars(
+            sa.select(Customer).where(Customer.id.in_([right.id, drifted.id, silent.id]))
+        )
+    }
+    assert rows[right.id] == (day(2), day(1))  # already right: not written at all
+    assert rows[drifted.id][0] == day(5)
+    assert rows[silent.id] == (day(4), day(1))  # no interaction to rebuild from: left as is

@@ -11,8 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from campaigns import planner
-from campaigns.models import Campaign, Delivery
+from campaigns.models import Campaign, CampaignExclusion, Delivery
+from prefcenter import policy
 from prefcenter.models import ContactLogEntry, Customer, Topic
+from prefcenter.services import contacts
 from tests.campaign_builders import among, make_campaign
 from tests.factories import make_topic
 from tests.policy_builders import consent, log_contact, reachable_customer, settings
@@ -40,7 +42,9 @@ def deliveries(session, campaign) -> dict:
     return {row.customer_id: row for row in rows}
 
 
-def test_each_candidate_gets_one_delivery_with_the_policy_decision(dbsession, topic):
+def test_contacted_candidates_get_a_delivery_and_skipped_ones_are_counted_by_reason(
+    dbsession, topic
+):
     sends = reachable_customer(dbsession, topic)
     refused = reachable_customer(dbsession, topic)
     consent(dbsession, refused, "email").status = "refused"
@@ -52,17 +56,46 @@ def test_each_candidate_gets_one_delivery_with_the_policy_decision(dbsession, to
     counts = planner.plan(dbsession, campaign, among(sends, refused, unsubscribed), AT, cfg=CFG)
 
     rows = deliveries(dbsession, campaign)
+    assert set(rows) == {sends.id}  # no delivery row for a skipped customer
     assert (rows[sends.id].channel, rows[sends.id].status) == ("email", "planned")
     assert rows[sends.id].scheduled_at == AT
     # Email and SMS refused: no channel passes; the first channel's reason is given.
-    assert (rows[refused.id].status, rows[refused.id].reason) == ("skipped", "no_consent")
-    assert (rows[unsubscribed.id].status, rows[unsubscribed.id].reason) == (
-        "skipped",
-        "topic_unsubscribed",
-    )
+    excluded = dbsession.execute(
+        sa.select(
+            CampaignExclusion.channel, CampaignExclusion.reason, CampaignExclusion.customers
+        ).where(CampaignExclusion.campaign_id == campaign.id)
+    ).all()
+    assert sorted(excluded) == [("email", "no_consent", 1), ("email", "topic_unsubscribed", 1)]
     assert counts.channels == {"email": 1}
     assert counts.skipped == {"no_consent": 1, "topic_unsubscribed": 1}
     assert campaign.plan_counts["audience"] == 3
+
+
+def test_why_one_customer_was_left_out_is_the_policy_s_answer_for_them(dbsession, topic):
+    sends = reachable_customer(dbsession, topic)
+    refused = reachable_customer(dbsession, topic)
+    consent(dbsession, refused, "email").status = "refused"
+    consent(dbsession, refused, "sms").status = "refused"
+    dbsession.flush()
+    campaign = make_campaign(dbsession, topic)
+    planner.plan(dbsession, campaign, among(sends, refused), AT, cfg=CFG)
+
+    skipped = planner.decision_for(dbsession, campaign, refused, AT, cfg=CFG)
+    planned = planner.decision_for(dbsession, campaign, sends, AT, cfg=CFG)
+
+    assert (skipped.decision, skipped.channel, skipped.reason) == ("skip", "email", "no_consent")
+    assert (planned.decision, planned.channel) == ("send", "email")
+
+
+def test_planning_leaves_no_staging_table_behind(dbsession, topic):
+    campaign = make_campaign(dbsession, topic)
+    before = set(sa.inspect(dbsession.connection()).get_table_names())
+
+    planner.plan(dbsession, campaign, among(reachable_customer(dbsession, topic)), AT, cfg=CFG)
+
+    assert set(sa.inspect(dbsession.connection()).get_table_names()) == before
+    temporary = sa.inspect(dbsession.connection()).get_temp_table_names()
+    assert not [name for name in temporary if name.startswith("plan_")]
 
 
 def test_the_customer_s_own_channel_order_chooses_the_channel(dbsession, topic):
@@ -106,7 +139,7 @@ def test_planning_reserves_the_contacts_that_later_caps_count(dbsession, topic):
         AT,
     )
     assert counts.skipped == {"frequency_cap": 1}
-    assert deliveries(dbsession, second)[weekly.id].reason == "frequency_cap"
+    assert weekly.id not in deliveries(dbsession, second)
 
 
 def test_skipped_customers_reserve_nothing(dbsession, topic):
@@ -120,18 +153,25 @@ def test_skipped_customers_reserve_nothing(dbsession, topic):
     ).all()
 
 
-def test_planning_twice_plans_only_new_candidates(dbsession, topic):
+def test_planning_twice_plans_only_new_candidates_and_adds_up_exclusions(dbsession, topic):
     first = reachable_customer(dbsession, topic)
     campaign = make_campaign(dbsession, topic)
-    planner.plan(dbsession, campaign, among(first), AT, cfg=CFG)
+    planner.plan(dbsession, campaign, among(first, reachable_customer(dbsession)), AT, cfg=CFG)
     later = reachable_customer(dbsession, topic)
+    unsubscribed = reachable_customer(dbsession)
 
     counts = planner.plan(
-        dbsession, campaign, among(first, later), AT + dt.timedelta(hours=1), cfg=CFG
+        dbsession,
+        campaign,
+        among(first, later, unsubscribed),
+        AT + dt.timedelta(hours=1),
+        cfg=CFG,
     )
 
     assert set(deliveries(dbsession, campaign)) == {first.id, later.id}
     assert counts.channels == {"email": 2}
+    assert counts.skipped == {"topic_unsubscribed": 2}  # one per planning
+    assert planner.exclusion_counts(dbsession, campaign.id) == {"topic_unsubscribed": 2}
     reservations = dbsession.scalar(
         sa.select(sa.func.count()).where(ContactLogEntry.message_ref == campaign.message_ref)
     )
@@ -239,10 +279,58 @@ def test_campaigns_planned_concurrently_never_exceed_a_cap(engine, committed_aud
             )
         )
         capped = session.scalar(
-            sa.select(sa.func.count()).where(
-                Delivery.campaign_id.in_(campaign_ids), Delivery.reason == "frequency_cap"
+            sa.select(sa.func.sum(CampaignExclusion.customers)).where(
+                CampaignExclusion.campaign_id.in_(campaign_ids),
+                CampaignExclusion.reason == "frequency_cap",
             )
         )
     # Weekly cadence: each customer got exactly one of the four campaigns, never two.
     assert reserved == {customer_id: 1 for customer_id in ids}
     assert (planned, capped) == (len(ids), 3 * len(ids))
+
+
+def test_a_planning_waits_for_a_single_reservation_in_progress_and_sees_it(
+    engine, committed_audience
+):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serializes every writer with BEGIN IMMEDIATE")
+    topic_id, ids, campaign_ids = committed_audience
+    outcome: dict = {}
+
+    def launch() -> None:
+        try:
+            with Session(engine) as session:
+                campaign = session.get(Campaign, campaign_ids[0])
+                candidates = sa.select(Customer.id).where(Customer.id.in_(ids))
+                outcome["counts"] = planner.plan(session, campaign, candidates, AT, cfg=CFG)
+                session.commit()
+        except BaseException as exc:  # reported below, in the test's own thread
+            outcome["error"] = exc
+
+    with Session(engine) as alert:
+        # A reservation for one weekly customer, not yet committed, holds the lock...
+        customer = alert.get(Customer, ids[0])
+        message = policy.Message.for_topic(
+            alert.get(Topic, topic_id), ("email",), message_ref="alert:one"
+        )
+        assert contacts.reserve(alert, customer, message, AT, cfg=CFG).contacts
+        thread = threading.Thread(target=launch)
+        thread.start()
+        # ...so the planning waits for it (seen in pg_locks) instead of deciding now.
+        with engine.connect() as watcher:
+            for _ in range(600):
+                waiting = watcher.scalar(
+                    sa.text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    )
+                )
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+        assert waiting, "the planning did not wait for the reservation in progress"
+        alert.commit()
+    thread.join(timeout=120)
+    assert "error" not in outcome, outcome.get("error")
+    # It then counted that reservation: the weekly customer is capped, the others planned.
+    assert outcome["counts"].skipped == {"frequency_cap": 1}
+    assert outcome["counts"].channels == {"email": len(ids) - 1}

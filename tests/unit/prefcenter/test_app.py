@@ -71,6 +71,7 @@ ROUTES = [
     ("api_webhooks", "/api/v1/webhooks"),
     ("api_webhook", "/api/v1/webhooks/{webhook_id}"),
     ("sendgrid_events", "/webhooks/sendgrid"),
+    ("sendgrid_inbound", "/webhooks/sendgrid/inbound"),
     ("api_campaigns", "/api/v1/campaigns"),
     ("api_campaign", "/api/v1/campaigns/{campaign_id}"),
     ("api_campaign_launch", "/api/v1/campaigns/{campaign_id}/launch"),

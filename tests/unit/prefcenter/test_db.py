@@ -1,0 +1,162 @@
+"""The zope transaction wiring: listeners registered once per session factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import transaction
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from prefcenter.db import get_tm_session, make_engine, make_session_factory, mark_changed
+from tests.conftest import POSTGRES_ADMIN_URL, create_test_database
+
+NOTES = sa.table("notes", sa.column("body", sa.String))
+
+
+@pytest.fixture
+def factory(tmp_path: Path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'tm.sqlite'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE notes (body TEXT)")
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _bodies(factory) -> list[str]:
+    with factory() as session:
+        return list(session.execute(sa.select(NOTES.c.body).order_by(NOTES.c.body)).scalars())
+
+
+def _write(factory, body: str, *, mark: bool, abort: bool = False) -> None:
+    manager = transaction.TransactionManager(explicit=True)
+    manager.begin()
+    session = get_tm_session(factory, manager)
+    session.execute(sa.insert(NOTES).values(body=body))
+    if mark:
+        mark_changed(session)
+    if abort:
+        manager.abort()
+    else:
+        manager.commit()
+
+
+def test_a_marked_core_write_is_committed_by_the_manager(factory):
+    _write(factory, "kept", mark=True)
+    assert _bodies(factory) == ["kept"]
+
+
+def test_an_unmarked_core_write_is_not_committed(factory):
+    # zope.sqlalchemy commits only sessions that said they wrote something.
+    _write(factory, "lost", mark=False)
+    assert _bodies(factory) == []
+
+
+def test_an_aborted_transaction_commits_nothing(factory):
+    _write(factory, "aborted", mark=True, abort=True)
+    assert _bodies(factory) == []
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Note(_Base):
+    __tablename__ = "notes"
+    body: Mapped[str] = mapped_column(primary_key=True)
+
+
+def test_an_orm_flush_marks_the_session_changed(factory):
+    manager = transaction.TransactionManager(explicit=True)
+    with manager:
+        session = get_tm_session(factory, manager)
+        session.add(_Note(body="orm"))
+    assert _bodies(factory) == ["orm"]
+
+
+def test_an_orm_update_statement_marks_the_session_changed(factory):
+    _write(factory, "old", mark=True)
+    manager = transaction.TransactionManager(explicit=True)
+    with manager:
+        session = get_tm_session(factory, manager)
+        session.execute(sa.update(_Note).values(body="new"))
+    assert _bodies(factory) == ["new"]
+
+
+def test_each_session_answers_to_its_own_manager(factory):
+    first, second = (transaction.TransactionManager(explicit=True) for _ in range(2))
+    first.begin()
+    second.begin()
+    one = get_tm_session(factory, first)
+    two = get_tm_session(factory, second)
+    one.execute(sa.insert(NOTES).values(body="first"))
+    mark_changed(one)
+    first.commit()
+    two.execute(sa.insert(NOTES).values(body="second"))
+    mark_changed(two)
+    second.abort()
+    assert _bodies(factory) == ["first"]
+
+
+def test_committing_the_session_itself_is_refused(factory):
+    manager = transaction.TransactionManager(explicit=True)
+    manager.begin()
+    session = get_tm_session(factory, manager)
+    session.execute(sa.insert(NOTES).values(body="x"))
+    with pytest.raises(AssertionError, match="transaction manager"):
+        session.commit()
+    manager.abort()
+    assert _bodies(factory) == []
+
+
+def test_a_plain_session_from_the_factory_commits_by_itself(factory):
+    with factory() as session:
+        session.execute(sa.insert(NOTES).values(body="plain"))
+        session.commit()
+    assert _bodies(factory) == ["plain"]
+
+
+@pytest.fixture
+def postgres_url(tmp_path_factory):
+    db = create_test_database("postgresql", tmp_path_factory)
+    yield db.url
+    db.drop()
+
+
+def _terminate_pooled_backends(url: str) -> None:
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        )
+    admin.dispose()
+
+
+@pytest.mark.parametrize(("idle_after", "survives"), [(0.0, True), (3600.0, False)])
+def test_a_connection_idle_long_enough_is_pinged_and_replaced_if_dead(
+    postgres_url, idle_after, survives
+):
+    engine = make_engine(postgres_url, ping_idle_after=idle_after)
+    with engine.connect() as connection:
+        assert connection.scalar(sa.text("SELECT 1")) == 1
+    # The server drops the pooled connection (a restart, an idle timeout, a firewall).
+    _terminate_pooled_backends(postgres_url)
+
+    if survives:
+        # Idle for longer than the threshold: pinged at checkout, found dead, replaced.
+        with engine.connect() as connection:
+            assert connection.scalar(sa.text("SELECT 2")) == 2
+    else:
+        # In steady use no ping is spent: the first statement finds the dead connection
+        # (SQLAlchemy then invalidates the pool, and the next checkout connects anew).
+        with pytest.raises(sa.exc.OperationalError), engine.connect() as connection:
+            connection.scalar(sa.text("SELECT 2"))
+        with engine.connect() as connection:
+            assert connection.scalar(sa.text("SELECT 3")) == 3
+    engine.dispose()
