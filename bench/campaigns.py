@@ -5,9 +5,11 @@ On a throw-away PostgreSQL database filled with the policy benchmark's realistic
 
 1. *plan*: ``campaigns.planner.plan`` of one campaign over every customer, run in a
    child process of its own so that its peak RSS is the planner's alone;
-2. *dispatch*: the planned deliveries sent by ``campaigns.dispatch.dispatch_in_steps``
-   in batches of 500, in this one process (one worker), through the real ``sendgrid``
-   client to the fake SendGrid server running in another process;
+2. *dispatch*: the planned email deliveries sent by the real actor
+   (``campaigns.tasks.dispatch_deliveries``) run by a Dramatiq worker in this one process
+   (``--threads``, ids per message ``--batch``) as ``prefcenter worker`` runs it, fed by
+   an in-memory broker, through the real ``sendgrid`` client to the fake SendGrid server
+   running in another process (which checks it received each delivery exactly once);
 3. *naive vs set-based*: the same campaign over a smaller base planned by a
    per-customer ORM loop (``policy.choose`` + ORM inserts) and by the planner, each in
    a transaction rolled back afterwards, as a ratio.
@@ -26,20 +28,22 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import dramatiq
 import sqlalchemy as sa
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.orm import Session
 
 from campaigns import dispatch, planner
-from campaigns.channels.outbox import OutboxTransport
-from campaigns.channels.sendgrid import SendGridTransport
+from campaigns import tasks as campaign_tasks
 from campaigns.models import Campaign, CampaignExclusion, Delivery
-from prefcenter import policy
+from prefcenter import policy, tasks
+from prefcenter.broker import use_broker
 from prefcenter.consent_settings import ConsentSettings
 from prefcenter.db import make_engine, make_session_factory, task_session
-from prefcenter.models import ContactLogEntry, Customer
+from prefcenter.models import ContactLogEntry, Customer, utcnow
 
 from . import _docs, _env
 from . import _policy_data as data
@@ -156,43 +160,82 @@ def measure_plan(url: str, campaign_id: uuid.UUID, at: dt.datetime) -> dict[str,
 
 
 def _serve_fake(port_queue: Any, stop: Any) -> None:
+    """Runs in a process of its own (its CPU is not the worker's): the fake SendGrid."""
     from tests.fakes.sendgrid import FakeSendGrid
 
-    fake = FakeSendGrid(keep_bodies=False)
+    fake = FakeSendGrid(keep_bodies=False, count_deliveries=True)
     port_queue.put(fake.server.server_address[1])
     thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
     thread.start()
     stop.wait()
-    port_queue.put(fake.received_personalizations)
     fake.server.shutdown()
+    port_queue.put((fake.received_personalizations, dict(fake.received_deliveries)))
 
 
-def measure_dispatch(engine: sa.Engine, at: dt.datetime, limit: int) -> dict[str, Any]:
+def patch_clock(now: Callable[[], dt.datetime]) -> Callable[[], None]:
+    """Make dispatch read the time from ``now``; returns what puts the real clock back."""
+    saved = campaign_tasks.utcnow, dispatch.utcnow
+    campaign_tasks.utcnow = dispatch.utcnow = now
+
+    def restore() -> None:
+        campaign_tasks.utcnow, dispatch.utcnow = saved
+
+    return restore
+
+
+def _database_backends_cpu(engine: sa.Engine, database: str) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend connected to ``database``."""
+    with engine.connect() as connection:
+        pids = connection.scalars(
+            sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+        ).all()
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return used
+
+
+def measure_dispatch(
+    engine: sa.Engine, url: str, database: str, at: dt.datetime, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The real actor (``campaigns.tasks.dispatch_deliveries``) run by a Dramatiq worker
+    with ``args.threads`` threads in this process, as ``prefcenter worker`` runs it, fed
+    by an in-memory broker; the fake SendGrid runs in another process."""
     context = multiprocessing.get_context("spawn")
     ports, stop = context.Queue(), context.Event()
     server = context.Process(target=_serve_fake, args=(ports, stop), daemon=True)
     server.start()
     port = ports.get(timeout=30)
-    sendgrid = SendGridTransport(
-        "SG.bench", "Bench <bench@example.com>", host=f"http://127.0.0.1:{port}"
+    tasks.configure(
+        {
+            "sqlalchemy.url": url,
+            "prefcenter.secret": SECRET,
+            "prefcenter.address_hmac_key": KEY.decode(),
+            "prefcenter.public_url": "https://prefs.example.com",
+            "prefcenter.email.from": "Bench <bench@example.com>",
+            "prefcenter.email.transport": "sendgrid",
+            "sendgrid.api_key": "SG.bench",
+            "sendgrid.host": f"http://127.0.0.1:{port}",
+        }
     )
-    outbox = OutboxTransport()
-    links = dispatch.Links("https://prefs.example.com", SECRET)
-    dispatcher = dispatch.Dispatcher(
-        CFG, links, {"email": sendgrid, "sms": outbox, "phone": outbox, "post": outbox}
-    )
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    use_broker(broker)
     factory = make_session_factory(engine)
 
-    def unit_of_work():
-        return task_session(factory)
-
     # Only email goes to SendGrid: queue the planned email deliveries due now.
-    with unit_of_work() as session:
+    with task_session(factory) as session:
         due = list(
             session.scalars(
                 sa.select(Delivery.id)
                 .where(Delivery.status == "planned", Delivery.channel == "email")
-                .limit(limit)
+                .limit(args.dispatch)
             )
         )
         for chunk in range(0, len(due), 5000):
@@ -201,26 +244,56 @@ def measure_dispatch(engine: sa.Engine, at: dt.datetime, limit: int) -> dict[str
                 .where(Delivery.id.in_(due[chunk : chunk + 5000]))
                 .values(status="queued", queued_at=at)
             )
-    result = dispatch.DispatchResult()
-    started = time.perf_counter()
-    for chunk in range(0, len(due), 500):
-        step = dispatch.dispatch_in_steps(unit_of_work, due[chunk : chunk + 500], at, dispatcher)
-        for field in ("sent", "skipped", "deferred", "failed", "requeued"):
-            setattr(result, field, getattr(result, field) + getattr(step, field))
-    seconds = time.perf_counter() - started
+    # The data are as of ``at``: the actor's clock runs from there, as if it were then.
+    shift = at - utcnow()
+    clock = patch_clock(lambda: utcnow() + shift)
+    worker = dramatiq.Worker(broker, worker_threads=args.threads)
+    worker.start()
+    load = _env.load_average()
+    backends = _database_backends_cpu(engine, database)
+    cpu, started = time.process_time(), time.perf_counter()
+    campaign_tasks.enqueue(due, batch=args.batch)
+    broker.join("campaigns", fail_fast=True)
+    worker.join()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    after = _database_backends_cpu(engine, database)
+    postgres_cpu = sum(used - backends.get(pid, 0.0) for pid, used in after.items())
+    worker.stop()
+    clock()
+    tasks.dispose()
     stop.set()
-    received = ports.get(timeout=30)
+    received, per_delivery = ports.get(timeout=60)
     server.join(timeout=30)
+    with Session(engine) as session:
+        queued_above = Delivery.queued_at.is_not(None)
+        statuses = dict(
+            session.execute(
+                sa.select(Delivery.status, sa.func.count())
+                .where(queued_above)
+                .group_by(Delivery.status)
+            ).all()
+        )
+        expected = {
+            str(i)
+            for i in session.scalars(
+                sa.select(Delivery.id).where(queued_above, Delivery.status == "sent")
+            )
+        }
     return {
         "deliveries": len(due),
+        "batch": args.batch,
+        "threads": args.threads,
+        "load": load,
         "seconds": seconds,
-        "result": dataclass_dict(result),
+        "cpu_seconds": cpu,
+        "postgres_cpu_seconds": postgres_cpu,
+        "statuses": statuses,
         "received": received,
+        "expected": len(expected),
+        "received_once": sum(1 for i, n in per_delivery.items() if n == 1 and i in expected),
+        "received_twice": sum(1 for n in per_delivery.values() if n > 1),
+        "received_unknown": sum(1 for i in per_delivery if i not in expected),
     }
-
-
-def dataclass_dict(value: Any) -> dict[str, Any]:
-    return {k: getattr(value, k) for k in ("sent", "skipped", "deferred", "failed", "requeued")}
 
 
 # -- 3. the naive loop vs the planner -----------------------------------------------------------
@@ -288,6 +361,48 @@ def measure_naive_vs_planner(engine: sa.Engine, topic_id: uuid.UUID, at: dt.date
 # -- report --------------------------------------------------------------------------------------
 
 
+def dispatch_rows(sent: dict[str, Any]) -> list[list[str]]:
+    n, statuses = sent["deliveries"], sent["statuses"]
+    rate = statuses.get("sent", 0) / sent["seconds"] if sent["seconds"] else 0
+    once = sent["received_once"] == sent["expected"] and not (
+        sent["received_twice"] or sent["received_unknown"]
+    )
+    return [
+        [
+            f"dispatch {n:,} emails, one worker process ({sent['threads']} threads), "
+            f"batches of {sent['batch']:,}",
+            f"{rate:,.0f} emails/s ({sent['seconds']:.1f} s; load {sent['load']})",
+            "≥ 5,000/s",
+        ],
+        [
+            "CPU per email: worker process / PostgreSQL backends",
+            f"{sent['cpu_seconds'] / n * 1e6:,.0f} µs / "
+            f"{sent['postgres_cpu_seconds'] / n * 1e6:,.0f} µs",
+            "",
+        ],
+        [
+            "dispatch outcome (deliveries by status; what the fake SendGrid received)",
+            ", ".join(f"{k} {v:,}" for k, v in sorted(statuses.items()))
+            + f"; received {sent['received']:,}, each delivery exactly once: "
+            + (
+                "yes"
+                if once
+                else f"**no** ({sent['received_once']:,} once, "
+                f"{sent['received_twice']:,} more than once, {sent['received_unknown']:,} unknown)"
+            ),
+            "",
+        ],
+    ]
+
+
+def dispatch_lines(sent: dict[str, Any]) -> list[str]:
+    return [
+        f"Dispatch only; load {_env.load_average()} at the end.",
+        "",
+        _env.table(["measure", "figure", "target"], dispatch_rows(sent)),
+    ]
+
+
 def run(args: argparse.Namespace) -> str:
     at = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
     lines: list[str] = []
@@ -306,8 +421,10 @@ def run(args: argparse.Namespace) -> str:
         sent = None
         if args.dispatch:
             print("dispatching…", file=sys.stderr)
-            sent = measure_dispatch(engine, at, args.dispatch)
+            sent = measure_dispatch(engine, database.url, database.name, at, args)
         engine.dispose()
+    if args.only == "dispatch":
+        return "\n".join(dispatch_lines(sent))
 
     versus = None
     if args.naive:
@@ -347,21 +464,7 @@ def run(args: argparse.Namespace) -> str:
         ],
     ]
     if sent is not None:
-        rate = sent["result"]["sent"] / sent["seconds"] if sent["seconds"] else 0
-        rows += [
-            [
-                f"dispatch {sent['deliveries']:,} emails, one process, batches of 500",
-                f"{rate:,.0f} emails/s ({sent['seconds']:.1f} s)",
-                "≥ 5,000/s",
-            ],
-            [
-                "dispatch outcome: sent / skipped / deferred at send time",
-                f"{sent['result']['sent']:,} / {sent['result']['skipped']:,} / "
-                f"{sent['result']['deferred']:,} (fake SendGrid received "
-                f"{sent['received']:,})",
-                "",
-            ],
-        ]
+        rows += dispatch_rows(sent)
     if versus is not None:
         ratio = versus["naive"]["seconds"] / versus["planner"]["seconds"]
         rows.append(
@@ -396,6 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--naive", type=int, default=50_000, help="customers for the ratio (0: no ratio)"
     )
+    parser.add_argument("--batch", type=int, default=campaign_tasks.BATCH, help="ids per message")
+    parser.add_argument("--threads", type=int, default=8, help="the dispatch worker's threads")
+    parser.add_argument("--only", choices=["all", "dispatch"], default="all")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Mapping
 from typing import Any, Protocol
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SharedBody:
+    """A text (and HTML) body common to many messages, each one's values left as keys.
+
+    A message's own ``text`` / ``html`` are this body with its ``substitutions`` put in:
+    a provider may take the body once per call and the substitutions per message.
+    Compared by identity: messages rendered from the same content share one object.
+    """
+
+    text: str
+    html: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +33,8 @@ class Outgoing:
     html: str | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     categories: tuple[str, ...] = ()
+    shared: SharedBody | None = None
+    substitutions: Mapping[str, str] | None = None  # key in ``shared`` -> this one's value
 
 
 @dataclasses.dataclass(frozen=True)

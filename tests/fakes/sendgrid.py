@@ -8,6 +8,7 @@ records are exactly what production would send. Answers are scripted per call:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import json
@@ -46,13 +47,20 @@ def _answer(item: int | Answer) -> Answer:
 
 class FakeSendGrid:
     def __init__(
-        self, script: list[int | Answer] | None = None, api_key: str = "", keep_bodies: bool = True
+        self,
+        script: list[int | Answer] | None = None,
+        api_key: str = "",
+        keep_bodies: bool = True,
+        count_deliveries: bool = False,
     ) -> None:
         self.script = [_answer(item) for item in (script or [])]
         self.api_key = api_key
-        # Benchmarks send hundreds of thousands of messages: they keep only the count.
+        # Benchmarks send hundreds of thousands of messages: they keep only the count, and
+        # (count_deliveries) how many times each delivery id arrived in an accepted call.
         self.keep_bodies = keep_bodies
+        self.count_deliveries = count_deliveries
         self.received_personalizations = 0
+        self.received_deliveries: collections.Counter[str] = collections.Counter()
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -75,6 +83,13 @@ class FakeSendGrid:
                     message_id = f"fake-{next(fake._ids)}"
                 if answer is None:
                     answer = fake._default(self.path, self.headers, body, message_id)
+                if fake.count_deliveries and answer.status < 300:
+                    ids = [
+                        (p.get("custom_args") or {}).get("delivery_id")
+                        for p in body.get("personalizations") or []
+                    ]
+                    with fake._lock:
+                        fake.received_deliveries.update(ids)
                 self._reply(answer)
 
             def _reply(self, answer: Answer) -> None:

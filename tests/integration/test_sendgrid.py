@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
+from html import escape as html_escape
 
-from campaigns.channels import Outgoing
+from campaigns.channels import Outgoing, SharedBody
 from campaigns.channels.sendgrid import SendGridTransport
 from tests.fakes.sendgrid import Answer, fake_sendgrid
 
@@ -155,3 +157,71 @@ def test_text_only_messages_have_no_html_part():
         sender.send(None, [message(1, html=None)])
 
     assert fake.calls[0].body["content"] == [{"type": "text/plain", "value": "%text%"}]
+
+
+def shared_message(n: int, body: SharedBody, first_name: str) -> Outgoing:
+    """A message rendered from ``body`` (its text and HTML are the body with its values in)."""
+    substitutions = {"%pc:0%": first_name, "%pc:0:h%": html_escape(first_name)}
+    return message(
+        n,
+        text=body.text.replace("%pc:0%", first_name),
+        html=None if body.html is None else body.html.replace("%pc:0:h%", html_escape(first_name)),
+        shared=body,
+        substitutions=substitutions,
+    )
+
+
+def test_a_shared_body_travels_once_per_call_with_each_customer_s_values():
+    body = SharedBody("Bonjour %pc:0%", "<p>%pc:0:h%</p>")
+    messages = [shared_message(1, body, "Marie"), shared_message(2, body, "Tom & <Jerry>")]
+    with fake_sendgrid() as fake:
+        sender, _ = transport(fake)
+        answers = sender.send(None, messages)
+
+    assert all(a.ok for a in answers)
+    (call,) = fake.calls
+    assert call.headers["Content-Type"].startswith("application/json")
+    assert call.body["content"] == [
+        {"type": "text/plain", "value": "Bonjour %pc:0%"},
+        {"type": "text/html", "value": "<p>%pc:0:h%</p>"},
+    ]
+    # What SendGrid does with them: each key replaced by the personalization's value.
+    for sent, personalization in zip(messages, call.body["personalizations"], strict=True):
+        filled = [
+            functools.reduce(
+                lambda text, kv: text.replace(*kv),
+                personalization["substitutions"].items(),
+                part["value"],
+            )
+            for part in call.body["content"]
+        ]
+        assert filled == [sent.text, sent.html]
+        assert personalization["custom_args"] == {"delivery_id": str(sent.delivery_id)}
+
+
+def test_two_shared_bodies_and_rendered_messages_never_share_a_call():
+    french = SharedBody("Bonjour %pc:0%", None)
+    english = SharedBody("Hello %pc:0%", None)
+    messages = [
+        shared_message(1, french, "Marie"),
+        shared_message(2, english, "Ann"),
+        message(3, html=None),
+    ]
+    with fake_sendgrid() as fake:
+        sender, _ = transport(fake)
+        sender.send(None, messages)
+
+    contents = sorted(c.body["content"][0]["value"] for c in fake.calls)
+    assert contents == ["%text%", "Bonjour %pc:0%", "Hello %pc:0%"]
+
+
+def test_values_over_the_substitution_limit_travel_alone_with_their_body():
+    body = SharedBody("Bonjour %pc:0%", "<p>%pc:0:h%</p>")
+    long_name = "x" * 6_000  # twice (text and HTML): over SendGrid's 10,000 bytes
+    with fake_sendgrid() as fake:
+        sender, _ = transport(fake)
+        sender.send(None, [shared_message(1, body, long_name), shared_message(2, body, "Jo")])
+
+    alone = next(c.body for c in fake.calls if c.body["content"][0]["value"] != body.text)
+    assert alone["content"][0]["value"] == f"Bonjour {long_name}"
+    assert "substitutions" not in alone["personalizations"][0]

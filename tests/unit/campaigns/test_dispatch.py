@@ -10,12 +10,14 @@ import sqlalchemy as sa
 from campaigns import dispatch
 from campaigns.channels import Sent
 from campaigns.channels.outbox import OutboxTransport
+from campaigns.channels.sendgrid import SendGridTransport
 from campaigns.models import Delivery, OutboxMessage
 from prefcenter.errors import InvalidInput
 from prefcenter.models import ContactLogEntry
 from prefcenter.portal.links import read_unsubscribe_token
 from tests.campaign_builders import make_campaign, planned
 from tests.factories import make_topic
+from tests.fakes.sendgrid import fake_sendgrid
 from tests.policy_builders import consent, preference, reachable_customer, settings
 
 AT = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)  # Monday 10:00 in Paris
@@ -334,3 +336,50 @@ def test_preview_renders_without_writing_and_test_send_reaches_only_the_given_ad
     with pytest.raises(InvalidInput) as excinfo:
         dispatch.preview(dbsession, campaign, marie, "post", dispatcher().links, AT)
     assert excinfo.value.errors[0].field == "channel"
+
+
+def test_content_with_filters_or_conditions_is_rendered_for_each_customer(dbsession, topic):
+    marie = reachable_customer(dbsession, topic, first_name="Marie")
+    campaign = launched(dbsession, topic, marie)
+    campaign.content = {
+        "email": {
+            "fr": {
+                "subject": "{{ first_name | upper }}",
+                "text": "{% if attributes.points %}points{% else %}aucun point{% endif %}",
+            }
+        }
+    }
+    dbsession.flush()
+
+    dispatch.send_deliveries(dbsession, dispatch.queue_due(dbsession, AT), AT, dispatcher())
+
+    message = dbsession.scalars(sa.select(OutboxMessage)).one()
+    assert (message.subject, message.body_text) == ("MARIE", "aucun point")
+
+
+def test_through_sendgrid_the_body_is_sent_once_and_each_customer_s_values_escaped_in_html(
+    dbsession, topic
+):
+    names = ["Marie", "Tom & <Jerry>"]
+    people = [reachable_customer(dbsession, topic, first_name=n, attributes={}) for n in names]
+    launched(dbsession, topic, *people, channels=("email",))
+    with fake_sendgrid() as fake:
+        sendgrid = SendGridTransport("SG.test", "Maison <bonjour@example.com>", host=fake.url)
+        result = dispatch.send_deliveries(
+            dbsession, dispatch.queue_due(dbsession, AT), AT, dispatcher(sendgrid)
+        )
+
+    assert result.sent == 2
+    (call,) = fake.calls
+    html = call.body["content"][1]["value"]
+    assert html.startswith("<p>") and "Tom" not in html and "Marie" not in html  # one body
+    filled = {}
+    for personalization in call.body["personalizations"]:
+        text = html
+        for key, value in personalization["substitutions"].items():
+            text = text.replace(key, value)
+        filled[personalization["subject"]] = text
+    assert filled == {
+        "Bonjour Marie": "<p>Marie,  points</p>",
+        "Bonjour Tom & <Jerry>": "<p>Tom &amp; &lt;Jerry&gt;,  points</p>",
+    }
