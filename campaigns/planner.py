@@ -23,20 +23,17 @@ followed by a launch with nothing changed in between gives identical figures.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from prefcenter import policy
 from prefcenter.consent_settings import ConsentSettings
+from prefcenter.db import staged
 from prefcenter.models import Customer, Topic, utcnow
 from prefcenter.services.contacts import insert_reservations, lock_reservations, new_id
 
@@ -137,7 +134,7 @@ def plan(
     now = utcnow()
     with (
         policy.audience(session, message, fresh, at, cfg=cfg) as audience,
-        _staged(session, audience.query) as decided,
+        staged(session, audience.query) as decided,
     ):
         contacted = sa.select(decided).where(decided.c.decision != policy.SKIP).subquery()
         session.execute(
@@ -184,35 +181,6 @@ def plan(
     campaign.plan_counts = counts.as_dict()
     campaign.planned_at = now
     return counts
-
-
-class _CreateTableAs(Executable, ClauseElement):
-    inherit_cache = False
-
-    def __init__(self, name: str, query: sa.Select, prefix: str) -> None:
-        self.name, self.query, self.prefix = name, query, prefix
-
-
-@compiles(_CreateTableAs)
-def _compile_create_table_as(element: _CreateTableAs, compiler: Any, **kw: Any) -> str:
-    query = compiler.process(element.query, **kw)
-    return f"CREATE {element.prefix} TABLE {element.name} AS {query}"
-
-
-@contextlib.contextmanager
-def _staged(session: Session, query: sa.Select) -> Iterator[sa.TableClause]:
-    """The policy's decisions as a table, computed once and read three times.
-
-    PostgreSQL 15 never runs an ``INSERT … SELECT`` with parallel workers, but it does a
-    ``CREATE TABLE … AS SELECT``. The table is UNLOGGED (no WAL, in shared buffers: a
-    temporary table lives in ``temp_buffers``, 8 MB, and spilled at 1M rows) and dropped
-    at the end; if the transaction fails, rolling it back removes the table too.
-    """
-    postgres = session.get_bind().dialect.name == "postgresql"
-    name = f"plan_decisions_{uuid.uuid4().hex[:12]}"
-    session.execute(_CreateTableAs(name, query, "UNLOGGED" if postgres else "TEMPORARY"))
-    yield sa.table(name, *(sa.column(c.key, c.type) for c in query.selected_columns))
-    session.execute(sa.text(f"DROP TABLE {name}"))
 
 
 def _add_exclusions(session: Session, campaign: Campaign, skipped: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import zope.sqlalchemy
 import zope.sqlalchemy.datamanager
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import ClauseElement, Executable
 from transaction._transaction import Status as ZopeStatus
 from zope.sqlalchemy.datamanager import ZopeTransactionEvents
 
@@ -179,6 +182,37 @@ def get_tm_session(
 ) -> Session:
     """A session whose commit/abort is driven by a zope transaction manager."""
     return session_factory(info={"request": request, TM_KEY: transaction_manager})
+
+
+class _CreateTableAs(Executable, ClauseElement):
+    inherit_cache = False
+
+    def __init__(self, name: str, query: sa.Select, prefix: str) -> None:
+        self.name, self.query, self.prefix = name, query, prefix
+
+
+@compiles(_CreateTableAs)
+def _compile_create_table_as(element: _CreateTableAs, compiler: Any, **kw: Any) -> str:
+    query = compiler.process(element.query, **kw)
+    return f"CREATE {element.prefix} TABLE {element.name} AS {query}"
+
+
+@contextlib.contextmanager
+def staged(session: Session, query: sa.Select) -> Iterator[sa.TableClause]:
+    """``query``'s rows as a table for the rest of the block, computed once.
+
+    PostgreSQL 15 never runs an ``INSERT … SELECT`` with parallel workers, but it does a
+    ``CREATE TABLE … AS SELECT``: the set-based policy's decisions for a million
+    customers are staged this way and then read several times (the planner). The table
+    is UNLOGGED (no WAL, in shared buffers: a temporary table lives in ``temp_buffers``,
+    8 MB, and spilled at 1M rows) and dropped at the end; if the transaction fails,
+    rolling it back removes the table too. On SQLite it is a temporary table.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    name = f"staged_{uuid.uuid4().hex[:12]}"
+    session.execute(_CreateTableAs(name, query, "UNLOGGED" if postgres else "TEMPORARY"))
+    yield sa.table(name, *(sa.column(c.key, c.type) for c in query.selected_columns))
+    session.execute(sa.text(f"DROP TABLE {name}"))
 
 
 @contextlib.contextmanager
