@@ -194,6 +194,19 @@ def test_recompute_rebuilds_last_interaction_from_the_interactions(dbsession, to
     assert dormancy.recompute_last_interactions(dbsession, day(10)) == 0
 
 
+def test_the_day_starts_by_repairing_a_drifted_engagement_signal(dbsession, topic):
+    customer = reachable_customer(dbsession, topic)
+    interact(dbsession, customer, day(3), "a")
+    customer.last_interaction_at = None  # a writer forgot to move it
+    dbsession.flush()
+
+    report = dormancy.run_daily(dbsession, day(10), CFG)
+
+    dbsession.refresh(customer)
+    assert (report.repaired, customer.last_interaction_at) == (1, day(3))
+    assert dormancy.run_daily(dbsession, day(11), CFG).repaired == 0
+
+
 def test_recompute_writes_only_the_customers_whose_last_interaction_is_wrong(dbsession, topic):
     right, drifted, silent = (reachable_customer(dbsession, topic) for _ in range(3))
     interact(dbsession, right, day(2), "r1")
