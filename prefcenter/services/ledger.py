@@ -90,22 +90,10 @@ def record(
     now: dt.datetime | None = None,
 ) -> ConsentLedgerEntry | None:
     """Append one change; nothing is written (None) when before and after are the same."""
-    before_text, after_text = as_text(before), as_text(after)
-    if before_text == after_text:
+    row = entry_row(customer_id, actor, field, before, after, details=details, now=now or utcnow())
+    if row is None:
         return None
-    entry = ConsentLedgerEntry(
-        customer_id=customer_id,
-        actor_type=actor.type,
-        # Truncated to the columns' sizes: a long user agent must not make a change fail.
-        actor_id=actor.id[:128] if actor.id else None,
-        ip=actor.ip[:45] if actor.ip else None,
-        user_agent=actor.user_agent[:500] if actor.user_agent else None,
-        field=field,
-        before=before_text,
-        after=after_text,
-        at=now or utcnow(),
-        details=details or {},
-    )
+    entry = ConsentLedgerEntry(**row)
     session.add(entry)
     session.flush()
     return entry
@@ -128,6 +116,7 @@ def entry_row(
     return {
         "customer_id": customer_id,
         "actor_type": actor.type,
+        # Truncated to the columns' sizes: a long user agent must not make a change fail.
         "actor_id": actor.id[:128] if actor.id else None,
         "ip": actor.ip[:45] if actor.ip else None,
         "user_agent": actor.user_agent[:500] if actor.user_agent else None,
