@@ -65,6 +65,11 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
 TM_KEY = "transaction_manager"
 
 
+def _manager(session: Session) -> transaction.TransactionManager | None:
+    """The zope transaction manager the session was made for (get_tm_session), if any."""
+    return session.info.get(TM_KEY)
+
+
 class _SessionsOwnManager(ZopeTransactionEvents):
     """zope.sqlalchemy's listeners, registered once per session factory.
 
@@ -74,13 +79,6 @@ class _SessionsOwnManager(ZopeTransactionEvents):
     transaction manager in ``session.info``; a session made without one (a test's plain
     ``factory()``) is left alone.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    @staticmethod
-    def _manager(session: Session) -> transaction.TransactionManager | None:
-        return session.info.get(TM_KEY)
 
     def after_begin(self, session: Session, transaction_: Any, connection: Any) -> None:
         self._join(session)
@@ -98,7 +96,7 @@ class _SessionsOwnManager(ZopeTransactionEvents):
         mark_changed(delete_context.session)
 
     def before_commit(self, session: Session) -> None:
-        manager = self._manager(session)
+        manager = _manager(session)
         if manager is None or session.in_nested_transaction():
             return
         assert manager.get().status == ZopeStatus.COMMITTING, (
@@ -112,7 +110,7 @@ class _SessionsOwnManager(ZopeTransactionEvents):
             mark_changed(execute_state.session)
 
     def _join(self, session: Session) -> None:
-        manager = self._manager(session)
+        manager = _manager(session)
         if manager is not None:
             zope.sqlalchemy.datamanager.join_transaction(
                 session, self.initial_state, manager, self.keep_session
@@ -133,7 +131,7 @@ _EVENTS = (
 
 def mark_changed(session: Session) -> None:
     """Tell the session's transaction manager it wrote (Core statements on its connection)."""
-    manager = session.info.get(TM_KEY)
+    manager = _manager(session)
     if manager is not None:
         zope.sqlalchemy.mark_changed(session, transaction_manager=manager)
 

@@ -10,9 +10,9 @@ import dataclasses
 import logging
 from typing import Any
 
-import zope.sqlalchemy
 from pyramid.httpexceptions import HTTPForbidden
 
+from prefcenter.db import mark_changed
 from prefcenter.models import utcnow
 
 from .. import events
@@ -38,6 +38,6 @@ def sendgrid_events(request: Any) -> dict[str, Any]:
         raise HTTPForbidden(json_body={"error": str(exc)}) from None
     result = events.ingest(request.dbsession, batch, now, cfg=config.consent)
     # Core statements on the session's connection: tell the transaction there is work to commit.
-    zope.sqlalchemy.mark_changed(request.dbsession)
+    mark_changed(request.dbsession)
     request.dbsession.flush()  # a database error must surface here, as a 5xx, not after a 200
     return dataclasses.asdict(result)
