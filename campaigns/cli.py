@@ -23,6 +23,7 @@ import yaml
 from prefcenter import cli as base
 from prefcenter import tasks as base_tasks
 from prefcenter.consent_settings import ConsentSettings
+from prefcenter.db import make_engine, make_session_factory, task_session
 from prefcenter.errors import InvalidInput, NotFound
 from prefcenter.models import Customer, utcnow
 from prefcenter.models.vocabulary import CHANNELS
@@ -57,8 +58,9 @@ def _print_status(session: Any, campaign: Any) -> None:
         print(f"  {status:<10} {counts[status]:>9}")
     for reason, n in counts["skipped"].items():
         print(f"  skipped    {n:>9}  ({reason})")
-    if campaign.status in ("running", "paused") and Progress.of(counts).total:
-        print(Progress.of(counts).bar())
+    progress = Progress.of(counts)
+    if campaign.status in ("running", "paused") and progress.total:
+        print(progress.bar())
 
 
 DONE = ("sent", "delivered", "opened", "clicked", "failed", "cancelled")
@@ -110,9 +112,11 @@ def _watch(url: str, campaign_id: str, interval: float, out: Any = None) -> int:
     """Redraw the progress bar until nothing is left to send now (or Ctrl-C)."""
     out = out or sys.stdout
     redraw = out.isatty()
+    engine = make_engine(url)  # one engine for every refresh, each its own transaction
+    sessions = make_session_factory(engine)
     try:
         while True:
-            with base._session(url) as session:
+            with task_session(sessions) as session:
                 campaign = _campaign(session, campaign_id)
                 progress = Progress.of(dispatch.campaign_counts(session, campaign.id))
                 status = campaign.status
@@ -124,6 +128,8 @@ def _watch(url: str, campaign_id: str, interval: float, out: Any = None) -> int:
             time.sleep(interval)
     except KeyboardInterrupt:
         pass
+    finally:
+        engine.dispose()
     if redraw:
         out.write("\n")
     return 0
