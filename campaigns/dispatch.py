@@ -27,7 +27,7 @@ from prefcenter.i18n import _, translate
 from prefcenter.models import ContactLogEntry, Customer, Topic, utcnow
 from prefcenter.portal.links import portal_token, unsubscribe_token
 
-from . import planner, rendering
+from . import inbound, planner, rendering
 from .channels import Outgoing, Sent, Transport
 from .channels.outbox import OutboxTransport
 from .channels.sms import sms_length
@@ -227,7 +227,7 @@ def build_message(
         targets = [f"<{unsubscribe_url}>"]
         if links.unsubscribe_mailto:
             # quote(f"unsubscribe {id}"), spelt out: a UUID has nothing else to escape
-            subject = f"unsubscribe%20{delivery.id}"
+            subject = inbound.mailto_subject(delivery.id)
             targets.append(f"<mailto:{links.unsubscribe_mailto}?subject={subject}>")
         headers["List-Unsubscribe"] = ", ".join(targets)
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

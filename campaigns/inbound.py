@@ -33,10 +33,19 @@ from prefcenter.services.ledger import Actor
 
 from .models import Campaign, Delivery
 
+_WORD = "unsubscribe"
 _DELIVERY = re.compile(
-    r"\bunsubscribe\s+([0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12})\b",
+    rf"\b{_WORD}\s+([0-9a-f]{{8}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{12}})\b",
     re.IGNORECASE,
 )
+
+
+def mailto_subject(delivery_id: uuid.UUID) -> str:
+    """The subject the mailto link asks for, as written in the URL (the space encoded):
+    the one place that writes what :func:`delivery_id_in` reads back."""
+    return f"{_WORD}%20{delivery_id}"
+
+
 MECHANISM = "List-Unsubscribe mailto (SendGrid Inbound Parse)"
 
 
