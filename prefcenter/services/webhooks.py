@@ -109,16 +109,23 @@ def check_url(url: str, *, allow_private: bool = False) -> None:
         raise refuse(f"{host} is a private, loopback or reserved address")
 
 
-class _GuardedHTTPConnection(http.client.HTTPConnection):
+class _PublicPeerOnly:
+    """Mixed into an http.client connection: refuse a non-public peer once connected."""
+
+    sock: Any
+    host: str
+
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         _check_peer(self.sock, self.host)
 
 
-class _GuardedHTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _check_peer(self.sock, self.host)
+class _GuardedHTTPConnection(_PublicPeerOnly, http.client.HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_PublicPeerOnly, http.client.HTTPSConnection):
+    pass
 
 
 def _check_peer(sock: Any, host: str) -> None:
