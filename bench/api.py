@@ -166,9 +166,11 @@ def _serve(url: str, threads: int, validate_responses: bool, pre_ping: bool, por
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of one of our web processes so far."""
+    cpu = _env.cpu_seconds(pid)
+    if cpu is None:
+        raise RuntimeError(f"cannot read the CPU time of web process {pid}")
+    return cpu
 
 
 # --------------------------------------------------------------------------- the clients

@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing
-import os
 import resource
 import subprocess
 import sys
@@ -94,14 +93,7 @@ _PLAN_STEPS = (
 
 def _backend_cpu(pid: int | None) -> float | None:
     """User + system CPU seconds of a PostgreSQL backend on this machine (None elsewhere)."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
+    return None if pid is None else _env.cpu_seconds(pid)
 
 
 def _plan_child(url: str, campaign_id: str, at_iso: str) -> None:
@@ -189,16 +181,8 @@ def _database_backends_cpu(engine: sa.Engine, database: str) -> dict[int, float]
         pids = connection.scalars(
             sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
         ).all()
-    ticks = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return used
+    used = {pid: _env.cpu_seconds(pid) for pid in pids}
+    return {pid: cpu for pid, cpu in used.items() if cpu is not None}
 
 
 def measure_dispatch(

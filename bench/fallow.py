@@ -26,7 +26,6 @@ import argparse
 import base64
 import datetime as dt
 import json
-import os
 import random
 import sys
 import time
@@ -282,12 +281,8 @@ def _timed(engine: sa.Engine, work: Any) -> tuple[float, float, Any]:
 
 
 def _backend_cpu(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:  # a remote server
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = _env.cpu_seconds(pid)
+    return float("nan") if cpu is None else cpu  # nan: a remote server
 
 
 def measure_dormancy(url: str, customers: int, interactions: int) -> dict[str, Any]:
