@@ -144,10 +144,16 @@ def broker() -> StubBroker:
     return broker
 
 
+def wsgi_app(connection: sa.Connection, broker: StubBroker, **overrides: Any) -> Any:
+    """The app on the test's connection and broker, with these settings on top."""
+    return make_wsgi_app(
+        app_settings(**{DBBIND_KEY: connection, "prefcenter.broker": broker, **overrides})
+    )
+
+
 @pytest.fixture
 def app(connection: sa.Connection, broker: StubBroker):
-    settings = app_settings(**{DBBIND_KEY: connection, "prefcenter.broker": broker})
-    return make_wsgi_app(settings)
+    return wsgi_app(connection, broker)
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from prefcenter import make_wsgi_app, tasks
-from prefcenter.db import DBBIND_KEY, make_session_factory
+from prefcenter import tasks
+from prefcenter.db import make_session_factory
 from prefcenter.models import WebhookDelivery
 from prefcenter.services import webhooks
-from tests.conftest import TEST_SECRET, app_settings
+from tests.conftest import TEST_SECRET, wsgi_app
 from tests.factories import make_api_key, make_customer
 from tests.fakes.webhook_receiver import webhook_receiver
 
@@ -31,14 +31,7 @@ PROOF = {"source": "app", "collected_at": "2026-01-10T10:00:00+01:00"}
 @pytest.fixture
 def app(connection: sa.Connection, broker):
     """The local receiver listens on 127.0.0.1: allowed here as in development only."""
-    settings = app_settings(
-        **{
-            DBBIND_KEY: connection,
-            "prefcenter.broker": broker,
-            "prefcenter.webhooks.allow_private_targets": "true",
-        }
-    )
-    return make_wsgi_app(settings)
+    return wsgi_app(connection, broker, **{"prefcenter.webhooks.allow_private_targets": "true"})
 
 
 @pytest.fixture

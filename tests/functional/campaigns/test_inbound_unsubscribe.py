@@ -18,11 +18,9 @@ import webtest
 from campaigns import dispatch
 from campaigns.channels.outbox import OutboxTransport
 from campaigns.models import OutboxMessage
-from prefcenter import make_wsgi_app
-from prefcenter.db import DBBIND_KEY
 from prefcenter.models import ConsentLedgerEntry, TopicSubscription
 from tests.campaign_builders import make_campaign, planned
-from tests.conftest import app_settings
+from tests.conftest import wsgi_app
 from tests.factories import make_topic
 from tests.policy_builders import KEY, reachable_customer, settings
 
@@ -38,15 +36,16 @@ def basic(password: str) -> dict[str, str]:
 
 @pytest.fixture
 def inbound(connection, broker) -> webtest.TestApp:
-    config = app_settings(
-        **{
-            DBBIND_KEY: connection,
-            "prefcenter.broker": broker,
-            "prefcenter.address_hmac_key": KEY.decode(),
-            "sendgrid.inbound_parse_secret": SECRET,
-        }
+    return webtest.TestApp(
+        wsgi_app(
+            connection,
+            broker,
+            **{
+                "prefcenter.address_hmac_key": KEY.decode(),
+                "sendgrid.inbound_parse_secret": SECRET,
+            },
+        )
     )
-    return webtest.TestApp(make_wsgi_app(config))
 
 
 @pytest.fixture
@@ -186,9 +185,7 @@ def test_a_mail_naming_no_known_delivery_changes_nothing(
 
 
 def test_without_a_configured_secret_every_post_is_refused(connection, broker, dbsession, mailed):
-    app = webtest.TestApp(
-        make_wsgi_app(app_settings(**{DBBIND_KEY: connection, "prefcenter.broker": broker}))
-    )
+    app = webtest.TestApp(wsgi_app(connection, broker))
     _topic, customer, to, subject = mailed
 
     send_mail(app, parse_post(to, subject, customer.email), headers=basic(""), status=401)

@@ -17,8 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from campaigns import dispatch, planner
 from campaigns.channels.outbox import OutboxTransport
 from campaigns.models import Campaign, Delivery, ProviderEvent
-from prefcenter import make_wsgi_app
-from prefcenter.db import DBBIND_KEY
 from prefcenter.models import (
     ChannelConsent,
     ConsentLedgerEntry,
@@ -27,7 +25,7 @@ from prefcenter.models import (
     Suppression,
     TopicSubscription,
 )
-from tests.conftest import app_settings
+from tests.conftest import wsgi_app
 from tests.factories import make_topic
 from tests.policy_builders import KEY, reachable_customer, settings
 
@@ -58,15 +56,16 @@ def signed(body: bytes, private=PRIVATE, timestamp: int | None = None) -> dict[s
 
 @pytest.fixture
 def webhook(connection, broker) -> webtest.TestApp:
-    config = app_settings(
-        **{
-            DBBIND_KEY: connection,
-            "prefcenter.broker": broker,
-            "prefcenter.address_hmac_key": KEY.decode(),
-            "sendgrid.webhook_verification_key": PUBLIC,
-        }
+    return webtest.TestApp(
+        wsgi_app(
+            connection,
+            broker,
+            **{
+                "prefcenter.address_hmac_key": KEY.decode(),
+                "sendgrid.webhook_verification_key": PUBLIC,
+            },
+        )
     )
-    return webtest.TestApp(make_wsgi_app(config))
 
 
 @pytest.fixture
