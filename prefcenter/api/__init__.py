@@ -97,12 +97,12 @@ def docs_page(request: Any) -> dict[str, Any]:
         "operations": [
             {
                 "op": op,
-                "parameters": [_resolved(document, p) for p in op.parameters],
+                "parameters": [spec.resolve(p) for p in op.parameters],
                 "body": _ref_name(op.body_schema),
                 "responses": [
                     (status, r.get("description", ""), response_schema(r))
                     for status, r in (
-                        (status, _resolved(document, response))
+                        (status, spec.resolve(response))
                         for status, response in op.responses.items()
                     )
                 ],
@@ -111,17 +111,6 @@ def docs_page(request: Any) -> dict[str, Any]:
         ],
         "schemas": document["components"]["schemas"],
     }
-
-
-def _resolved(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    """A parameter or response, its local ``$ref`` followed."""
-    ref = item.get("$ref")
-    if not ref:
-        return item
-    found: Any = document
-    for part in ref.removeprefix("#/").split("/"):
-        found = found[part]
-    return found
 
 
 def _ref_name(schema: dict[str, Any] | None) -> str | None:

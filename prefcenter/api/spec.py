@@ -161,7 +161,8 @@ class Spec:
         found = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path)))
         return [_schema_error(e) for e in found]
 
-    def _resolve(self, item: Mapping[str, Any]) -> Mapping[str, Any]:
+    def resolve(self, item: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A parameter or response of the document, its local ``$ref`` followed."""
         ref = item.get("$ref")
         if not ref:
             return item
@@ -173,7 +174,7 @@ class Spec:
     def parameters(self, operation: Operation, where: str) -> list[Mapping[str, Any]]:
         known = self._parameters.get((operation.operation_id, where))
         if known is None:
-            found = (self._resolve(p) for p in operation.parameters)
+            found = (self.resolve(p) for p in operation.parameters)
             known = [p for p in found if p["in"] == where]
             self._parameters[(operation.operation_id, where)] = known
         return known
@@ -210,7 +211,7 @@ class Spec:
         response = operation.responses.get(str(status)) or operation.responses.get("default")
         if response is None:
             raise ResponseDrift(f"{operation.operation_id}: status {status} is not documented")
-        response = self._resolve(response)
+        response = self.resolve(response)
         content = response.get("content")
         if not content:
             return None
