@@ -12,7 +12,8 @@ stays flat: no customer is loaded into Python):
 3. from it, ``INSERT INTO deliveries`` one row per contacted customer, ``planned``
    (send now) or ``deferred`` (at the customer's next contact window), and
    ``INSERT INTO contact_log`` their reservations, which the caps of every later
-   decision count;
+   decision count (on PostgreSQL they reach ``policy_state`` in one pass over the
+   staged rows: prefcenter.services.contacts.insert_staged_reservations);
 4. the skipped candidates are counted per channel and reason into
    ``campaign_exclusions``: no row per skipped customer (they are most of a large
    audience); :func:`decision_for` tells why one given customer was left out.
@@ -35,7 +36,7 @@ from prefcenter import policy
 from prefcenter.consent_settings import ConsentSettings
 from prefcenter.db import staged
 from prefcenter.models import Customer, Topic, utcnow
-from prefcenter.services.contacts import insert_reservations, lock_reservations, new_id
+from prefcenter.services.contacts import insert_staged_reservations, lock_reservations, new_id
 
 from .models import Campaign, CampaignExclusion, Delivery
 
@@ -165,7 +166,7 @@ def plan(
                 ).order_by(contacted.c.customer_id),  # index order, as for the reservations
             )
         )
-        insert_reservations(
+        insert_staged_reservations(
             session,
             message,
             sa.select(contacted.c.customer_id, contacted.c.channel, contacted.c.contact_at),

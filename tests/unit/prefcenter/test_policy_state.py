@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from prefcenter import policy
+from prefcenter.db import staged
 from prefcenter.models import (
     ChannelConsent,
     ContactLogEntry,
@@ -31,7 +32,7 @@ from prefcenter.services import contacts
 from prefcenter.services import preferences as prefs
 from prefcenter.services.gdpr import erase_customer
 from prefcenter.services.ledger import Actor
-from tests.factories import make_topic
+from tests.factories import make_customer, make_topic
 from tests.policy_builders import log_contact, reachable_customer, settings
 
 # A Monday at 10:00 in Paris (09:00 UTC).
@@ -114,6 +115,26 @@ def _reserve_all(session, topic, ref="campaign:plan") -> None:
     contacts.reserve_audience(session, message, sa.select(Customer.id), AT, cfg=CFG)
 
 
+def _reserve_staged(session, topic, kind: str = "marketing") -> None:
+    """As campaign planning reserves (from its staged decisions, one row per customer,
+    policy_state updated in one pass, not by the trigger): everybody, plus a customer
+    who had no policy_state row yet, each on their own channel an hour later."""
+    make_customer(session, external_id="P-9")  # no consent, preference nor contact
+    message = policy.Message.for_topic(topic, CHANNELS, kind, message_ref="campaign:staged")
+    channel = sa.case((Customer.external_id == "P-1", "sms"), else_="email")
+    later = sa.literal(AT + dt.timedelta(hours=1), ContactLogEntry.at.type)
+    decided = sa.select(
+        Customer.id.label("customer_id"), channel.label("channel"), later.label("contact_at")
+    )
+    with staged(session, decided) as table:
+        contacts.insert_staged_reservations(
+            session,
+            message,
+            sa.select(table.c.customer_id, table.c.channel, table.c.contact_at),
+            AT,
+        )
+
+
 def _writes(session, topic, people) -> dict[str, Callable[[], Any]]:
     anyone, weekly, night = people
     log = ContactLogEntry
@@ -169,6 +190,8 @@ def _writes(session, topic, people) -> dict[str, Callable[[], Any]]:
                 AT, cfg=CFG,
             ),
         ),
+        "reservations from a staged plan": lambda: _reserve_staged(session, topic),
+        "alert reservations from a staged plan": lambda: _reserve_staged(session, topic, "alert"),
         "an alert logged": lambda: log_contact(session, night, AT, kind="alert"),
         # Set-based statements (planning, dispatch, cancellation and the webhook write so).
         "contacts settled in bulk": lambda: (
@@ -245,6 +268,8 @@ WRITES = [
     "reserve, mark sent",
     "reserve, release",
     "released, reserved again",
+    "reservations from a staged plan",
+    "alert reservations from a staged plan",
     "an alert logged",
     "contacts settled in bulk",
     "contacts released in bulk",
@@ -274,7 +299,8 @@ def test_after_each_write_the_state_is_current_and_both_forms_agree(dbsession, t
     assert_state_current(dbsession)
     assert_forms_agree(dbsession, topic)
     assert_forms_agree(dbsession, topic, ref="campaign:plan")  # the send-time re-check
-    if _postgres(dbsession) and name not in ("an alert logged", "pause then resume"):
+    unchanged = ("an alert logged", "pause then resume", "alert reservations from a staged plan")
+    if _postgres(dbsession) and name not in unchanged:
         assert _state(dbsession) != before, "the write should have changed the state"
 
 
