@@ -153,7 +153,7 @@ def plan(
                     "updated_at",
                 ],
                 sa.select(
-                    new_id(session),
+                    new_id(session, contacted.c.customer_id),
                     sa.literal(campaign.id, sa.Uuid()),
                     contacted.c.customer_id,
                     contacted.c.channel,

@@ -235,6 +235,7 @@ def committed_audience(engine):
         ids, campaign_ids, topic_id = [c.id for c in customers], [c.id for c in campaigns], topic.id
     yield topic_id, ids, campaign_ids
     with Session(engine) as session:
+        session.execute(sa.delete(Delivery).where(Delivery.campaign_id.in_(campaign_ids)))
         session.execute(sa.delete(Campaign).where(Campaign.id.in_(campaign_ids)))
         session.execute(sa.delete(Customer).where(Customer.id.in_(ids)))
         session.execute(sa.delete(ContactLogEntry).where(ContactLogEntry.topic_id == topic_id))

@@ -172,3 +172,30 @@ def test_concurrent_planners_never_exceed_a_cap(engine, committed_population):
         )
     # Weekly cadence: every customer got exactly one of the six campaigns, never two.
     assert per_customer == {customer_id: 1 for customer_id in ids}
+
+
+def test_new_ids_are_unique_and_on_postgresql_time_ordered_v7_in_insert_order(dbsession):
+    for n in range(7):
+        dbsession.add(Customer(external_id=f"ID-{n}", locale="fr", timezone="Europe/Paris"))
+    dbsession.flush()
+    order = Customer.external_id.desc()
+    before = dt.datetime.now(dt.UTC)
+    first, second = (
+        dbsession.execute(
+            sa.select(Customer.external_id, contacts.new_id(dbsession, order)).order_by(order)
+        ).all()
+        for _ in range(2)
+    )
+    ids = [uuid.UUID(str(i)) for _e, i in first + second]
+    assert len(set(ids)) == 14  # unique within a statement and across statements
+    if dbsession.get_bind().dialect.name != "postgresql":
+        return
+    for id_ in ids:
+        assert (id_.version, id_.variant) == (7, uuid.RFC_4122)
+        millis = int.from_bytes(id_.bytes[:6], "big")
+        stamped = dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+        assert before - dt.timedelta(seconds=1) <= stamped <= dt.datetime.now(dt.UTC)
+    for rows in (first, second):
+        # In the statement's row order: increasing, so they land at the index's end in order.
+        assert [r.external_id for r in rows] == [f"ID-{n}" for n in reversed(range(7))]
+        assert [uuid.UUID(str(i)) for _e, i in rows] == sorted(uuid.UUID(str(i)) for _e, i in rows)
