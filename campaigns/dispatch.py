@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from prefcenter import policy
 from prefcenter.consent_settings import ConsentSettings
+from prefcenter.db import set_local
 from prefcenter.errors import InvalidInput
 from prefcenter.i18n import _, translate
 from prefcenter.models import ContactLogEntry, Customer, Topic, utcnow
@@ -279,8 +280,7 @@ def prepare(
         # A batch touches a thousand rows: index lookups, not (parallel) scans of the
         # customer tables, which PostgreSQL's defaults (random_page_cost 4, meant for
         # spinning disks) otherwise pick for the policy's re-check. This transaction only.
-        for name, value in _BATCH_SETTINGS.items():
-            session.execute(sa.select(sa.func.set_config(name, value, True)))
+        set_local(session, _BATCH_SETTINGS)
     # The claim is a compare-and-set to ``sending``: a second worker given the same ids
     # waits for this transaction (row locks), then finds them no longer queued.
     rows = session.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,28 @@ def staged(session: Session, query: sa.Select) -> Iterator[sa.TableClause]:
     session.execute(_CreateTableAs(name, query, "UNLOGGED" if postgres else "TEMPORARY"))
     yield sa.table(name, *(sa.column(c.key, c.type) for c in query.selected_columns))
     session.execute(sa.text(f"DROP TABLE {name}"))
+
+
+def set_local(session: Session, settings: Mapping[str, str]) -> dict[str, str]:
+    """Give PostgreSQL these settings until the transaction ends (``SET LOCAL``), in one
+    statement; returns their values before, for :func:`set_local` to put back.
+
+    The old values are read in a materialized CTE, which the outer query reads before
+    it evaluates the ``set_config`` calls: the order does not rest on the order of the
+    expressions in one select list.
+    """
+    names = list(settings)
+    old = (
+        sa.select(*(sa.func.current_setting(n).label(f"s{i}") for i, n in enumerate(names)))
+        .cte("old")
+        .prefix_with("MATERIALIZED")
+    )
+    row = session.execute(
+        sa.select(*old.c, *(sa.func.set_config(n, settings[n], True) for n in names)).select_from(
+            old
+        )
+    ).one()
+    return dict(zip(names, row[: len(names)], strict=True))
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
 from .consent_settings import ConsentSettings
+from .db import set_local
 from .models import (
     ChannelConsent,
     ContactLogEntry,
@@ -703,15 +704,9 @@ def _postgres_settings(session: Session, postgres: bool) -> Iterator[None]:
     if not postgres:
         yield
         return
-    saved = {
-        name: session.scalar(sa.select(sa.func.current_setting(name)))
-        for name in _POSTGRES_SETTINGS
-    }
-    for name, value in _POSTGRES_SETTINGS.items():
-        session.execute(sa.select(sa.func.set_config(name, value, True)))
+    saved = set_local(session, _POSTGRES_SETTINGS)
     yield  # not put back after an error: the transaction is rolled back, and they with it
-    for name, value in saved.items():
-        session.execute(sa.select(sa.func.set_config(name, value, True)))
+    set_local(session, saved)
 
 
 class _Constants:

@@ -7,9 +7,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import transaction
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from prefcenter.db import get_tm_session, make_engine, make_session_factory, mark_changed
+from prefcenter.db import (
+    get_tm_session,
+    make_engine,
+    make_session_factory,
+    mark_changed,
+    set_local,
+)
 from tests.conftest import POSTGRES_ADMIN_URL, create_test_database
 
 NOTES = sa.table("notes", sa.column("body", sa.String))
@@ -160,3 +166,19 @@ def test_a_connection_idle_long_enough_is_pinged_and_replaced_if_dead(
         with engine.connect() as connection:
             assert connection.scalar(sa.text("SELECT 3")) == 3
     engine.dispose()
+
+
+def test_set_local_sets_until_the_transaction_ends_and_returns_the_old_values(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL settings")
+    with Session(engine) as session:
+        before = session.scalar(sa.text("SELECT current_setting('work_mem')"))
+        saved = set_local(session, {"work_mem": "77MB", "jit": "off"})
+        assert saved["work_mem"] == before
+        assert session.scalar(sa.text("SELECT current_setting('work_mem')")) == "77MB"
+        assert session.scalar(sa.text("SELECT current_setting('jit')")) == "off"
+        assert set_local(session, saved) == {"work_mem": "77MB", "jit": "off"}
+        assert session.scalar(sa.text("SELECT current_setting('work_mem')")) == before
+        set_local(session, {"work_mem": "78MB"})
+        session.rollback()
+        assert session.scalar(sa.text("SELECT current_setting('work_mem')")) == before
