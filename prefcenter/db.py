@@ -235,6 +235,19 @@ def set_local(session: Session, settings: Mapping[str, str]) -> dict[str, str]:
     return dict(zip(names, row[: len(names)], strict=True))
 
 
+def read_without_transaction(session: Session) -> None:
+    """Run this session's statements outside a transaction (PostgreSQL autocommit): a
+    request that only reads, in one statement, then costs that one round trip instead
+    of three (BEGIN, the query, ROLLBACK). A write would be committed at once, so only
+    for views that write nothing; call it before the session's first statement. The
+    connection goes back to the pool in its usual mode. Nothing changes for a session
+    bound to a connection (tests) or on SQLite.
+    """
+    bind = session.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 @contextlib.contextmanager
 def task_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction for one unit of work outside a request (tasks, CLI)."""

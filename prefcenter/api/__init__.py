@@ -55,6 +55,11 @@ OPERATIONS = (
     ("api_webhook", "DELETE", "delete_webhook", views.delete_webhook),
 )
 
+# The operations whose view writes nothing and reads in one statement: they run outside
+# a transaction on PostgreSQL (prefcenter.db.read_without_transaction). Not the export,
+# which reads many tables and must see them at one moment.
+SINGLE_READS = frozenset({"get_customer", "get_preferences", "list_topics"})
+
 
 def openapi_document(request: Any) -> Response:
     spec: Spec = request.registry["api"].spec
@@ -147,7 +152,7 @@ def includeme(config: Any) -> None:
 
     for route, method, operation_id, view in OPERATIONS:
         config.add_view(
-            api_view(operation_id, view),
+            api_view(operation_id, view, single_read=operation_id in SINGLE_READS),
             route_name=route,
             request_method=method,
             require_csrf=False,  # bearer keys, no cookies: nothing to forge

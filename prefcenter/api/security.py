@@ -21,6 +21,7 @@ from pyramid.response import Response
 from sqlalchemy.orm import Session
 
 from ..consent_settings import ConsentSettings
+from ..db import read_without_transaction
 from ..errors import InvalidField
 from ..models import utcnow
 from ..services.apikeys import VerifiedKey, hash_key, prefix_of, verify_api_key
@@ -258,10 +259,15 @@ def _json_response(status: int, body: Any) -> Response:
     )
 
 
-def api_view(operation_id: str, view: Callable[[Call], Reply]) -> Callable[[Any], Response]:
-    """The Pyramid view for one operation of openapi.yaml."""
+def api_view(
+    operation_id: str, view: Callable[[Call], Reply], *, single_read: bool = False
+) -> Callable[[Any], Response]:
+    """The Pyramid view for one operation of openapi.yaml (``single_read``: the view
+    writes nothing and reads in one statement, run outside a transaction)."""
 
     def handle(request: Any) -> Response:
+        if single_read:
+            read_without_transaction(request.dbsession)
         config: ApiConfig = request.registry["api"]
         operation = config.spec.operations[operation_id]
         api_key = authenticate(request, config.keys)

@@ -10,7 +10,7 @@ import yaml
 from sqlalchemy.orm import Session
 
 from prefcenter import make_wsgi_app
-from prefcenter.api import OPERATIONS
+from prefcenter.api import OPERATIONS, SINGLE_READS
 from prefcenter.api.security import TokenBuckets, VerifiedKeys, unstorable_text
 from prefcenter.api.spec import Spec
 from prefcenter.db import DBBIND_KEY
@@ -70,6 +70,12 @@ def test_every_operation_of_the_document_has_a_view_and_a_test_request() -> None
     assert {op for _r, _m, op, _v in OPERATIONS} == set(spec.operations)
     assert {op: spec.operations[op].scopes[0] for op in spec.operations} == SCOPES
     assert len(REQUESTS) == len(spec.operations)
+
+
+def test_only_reads_run_outside_a_transaction() -> None:
+    methods = {op: method for _r, method, op, _v in OPERATIONS}
+    assert SINGLE_READS.issubset(methods)
+    assert {methods[op] for op in SINGLE_READS} == {"GET"}
 
 
 @pytest.mark.parametrize(("method", "url", "body"), REQUESTS)

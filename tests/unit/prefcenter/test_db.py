@@ -14,6 +14,7 @@ from prefcenter.db import (
     make_engine,
     make_session_factory,
     mark_changed,
+    read_without_transaction,
     set_local,
 )
 from tests.conftest import POSTGRES_ADMIN_URL, create_test_database
@@ -182,3 +183,23 @@ def test_set_local_sets_until_the_transaction_ends_and_returns_the_old_values(en
         set_local(session, {"work_mem": "78MB"})
         session.rollback()
         assert session.scalar(sa.text("SELECT current_setting('work_mem')")) == before
+
+
+def test_read_without_transaction_sends_no_begin_and_the_pool_gets_its_mode_back(database):
+    engine = make_engine(database.url)
+    try:
+        with Session(engine) as session:
+            read_without_transaction(session)
+            assert session.scalar(sa.text("SELECT 1")) == 1
+            raw = session.connection().connection.dbapi_connection
+            if database.backend == "postgresql":
+                assert raw.autocommit is True
+                assert raw.info.transaction_status.name == "IDLE"  # no BEGIN was sent
+        with Session(engine) as session:  # the same pooled connection, back to normal
+            session.scalar(sa.text("SELECT 1"))
+            raw = session.connection().connection.dbapi_connection
+            if database.backend == "postgresql":
+                assert raw.autocommit is False
+                assert raw.info.transaction_status.name == "INTRANS"
+    finally:
+        engine.dispose()
