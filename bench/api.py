@@ -451,7 +451,8 @@ def run(args: argparse.Namespace) -> str:
         f"Measured {facts['date']} on {facts['cpus']}, {facts['memory']}, "
         f"PostgreSQL {facts.get('postgresql', '?')}, Python {facts['python']}; "
         f"{args.customers:,} customers (with consents, preferences and subscriptions); "
-        f"waitress with {args.threads} threads per process; {args.clients} keep-alive clients "
+        f"waitress with {args.threads} thread{'s' if args.threads != 1 else ''} per process "
+        f"(production.ini's); {args.clients} keep-alive clients "
         f"{clients_text}; "
         f"requests validated against openapi.yaml, response validation "
         f"{'on' if args.validate_responses else 'off'}{variant}.",

@@ -176,9 +176,9 @@ class ProviderEvent(Base):
 
     event_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # sg_event_id
     event: Mapped[str] = mapped_column(sa.String(32))
-    delivery_id: Mapped[uuid.UUID | None] = mapped_column(
-        sa.ForeignKey("deliveries.id", ondelete="SET NULL")
-    )
+    # The delivery, if the event is about one of ours; no foreign key (migration 0009):
+    # the webhook selects it from ``deliveries`` in the statement that inserts the event.
+    delivery_id: Mapped[uuid.UUID | None]
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
