@@ -41,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from prefcenter.consent_settings import ConsentSettings
+from prefcenter.db import recordset, typed_recordset
 from prefcenter.models import Customer, Interaction, Topic
 from prefcenter.models.base import UTCDateTime
 from prefcenter.services import preferences, suppressions
@@ -216,26 +217,6 @@ def _postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _recordset(rows: list[dict[str, Any]], *columns: sa.ColumnClause) -> Any:
-    """PostgreSQL: a whole batch as one JSON parameter, read back as typed rows.
-
-    One statement and one short SQL text whatever the batch size (a 1,000-row VALUES
-    list costs more to build and parse than the work it describes).
-    """
-    text = json.dumps(rows, default=str, separators=(",", ":"))
-    batch = sa.cast(sa.bindparam("batch", text), postgresql.JSONB)
-    return (
-        sa.func.jsonb_to_recordset(batch)
-        .table_valued(*columns)
-        .render_derived(name="batch", with_types=True)
-    )
-
-
-def _typed_recordset(table: sa.Table, rows: list[dict[str, Any]]) -> Any:
-    """:func:`_recordset` with the columns typed as the table's own."""
-    return _recordset(rows, *(sa.column(n, table.c[n].type) for n in rows[0]))
-
-
 def _insert_new(
     session: Session, table: sa.Table, rows: list[dict[str, Any]], unique: list[str], returning: Any
 ) -> set[Any]:
@@ -257,7 +238,7 @@ def _record_events(
     table = ProviderEvent.__table__
     rows = [{"event_id": e.id, "event": e.kind, "delivery_id": e.delivery_id} for e in events]
     if _postgresql(session):
-        batch = _typed_recordset(table, rows)
+        batch = typed_recordset(table, rows)
         batch = sa.select(batch.c.event_id, batch.c.event, batch.c.delivery_id).cte("batch")
         known = (
             sa.select(Delivery.id, Delivery.customer_id, Campaign.topic_id)
@@ -384,7 +365,7 @@ def _advance(
         "error": sa.Text(),
     }
     if _postgresql(session):
-        batch = _recordset(params, *(sa.column(n, t) for n, t in names.items()))
+        batch = recordset(params, *(sa.column(n, t) for n, t in names.items()))
         source: Any = batch.c
         target = table.c.id == source.d
     else:
@@ -462,7 +443,7 @@ def _engagements(
         return 0
     table = Interaction.__table__
     if _postgresql(session):
-        batch = _typed_recordset(table, rows)
+        batch = typed_recordset(table, rows)
         inserted = (
             postgresql.insert(table)
             .from_select(list(rows[0]), sa.select(*(batch.c[n] for n in rows[0])))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -14,6 +15,7 @@ import transaction
 import zope.sqlalchemy
 import zope.sqlalchemy.datamanager
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
@@ -211,6 +213,27 @@ def staged(session: Session, query: sa.Select) -> Iterator[sa.TableClause]:
     session.execute(_CreateTableAs(name, query, "UNLOGGED" if postgres else "TEMPORARY"))
     yield sa.table(name, *(sa.column(c.key, c.type) for c in query.selected_columns))
     session.execute(sa.text(f"DROP TABLE {name}"))
+
+
+def recordset(rows: list[dict[str, Any]], *columns: sa.ColumnClause) -> Any:
+    """PostgreSQL: a whole batch of rows as one JSON parameter, read back as typed rows.
+
+    One statement and one short SQL text whatever the batch size (a 1,000-row VALUES
+    list costs more to build and parse, by the driver and by PostgreSQL, than the work
+    it describes, and a new text each time is never a prepared statement).
+    """
+    text = json.dumps(rows, default=str, separators=(",", ":"))
+    batch = sa.cast(sa.bindparam("batch", text), postgresql.JSONB)
+    return (
+        sa.func.jsonb_to_recordset(batch)
+        .table_valued(*columns)
+        .render_derived(name="batch", with_types=True)
+    )
+
+
+def typed_recordset(table: sa.Table, rows: list[dict[str, Any]]) -> Any:
+    """:func:`recordset` with the columns typed as the table's own."""
+    return recordset(rows, *(sa.column(n, table.c[n].type) for n in rows[0]))
 
 
 def set_local(session: Session, settings: Mapping[str, str]) -> dict[str, str]:
