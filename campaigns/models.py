@@ -93,8 +93,9 @@ class Delivery(UUIDPrimaryKey, Timestamps, Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        # Also the index of every per-campaign read (counts, pause, cancel, print runs).
         sa.UniqueConstraint("campaign_id", "customer_id"),
+        # Is anything of this campaign left to send (the scheduler, each minute)?
+        sa.Index("ix_deliveries_campaign_status", "campaign_id", "status"),
         # The sweeper and the scheduler look for due deliveries by status and time.
         sa.Index("ix_deliveries_status_scheduled_at", "status", "scheduled_at"),
     )
