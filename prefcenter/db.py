@@ -236,9 +236,10 @@ def typed_recordset(table: sa.Table, rows: list[dict[str, Any]]) -> Any:
     return recordset(rows, *(sa.column(n, table.c[n].type) for n in rows[0]))
 
 
-def set_local(session: Session, settings: Mapping[str, str]) -> dict[str, str]:
+def set_local(session: Session, settings: Mapping[str, str]) -> dict[str, str | None]:
     """Give PostgreSQL these settings until the transaction ends (``SET LOCAL``), in one
-    statement; returns their values before, for :func:`set_local` to put back.
+    statement; returns their values before, for :func:`set_local` to put back (None for
+    a custom setting, such as ``prefcenter.…``, never set in this session).
 
     The old values are read in a materialized CTE, which the outer query reads before
     it evaluates the ``set_config`` calls: the order does not rest on the order of the
@@ -246,7 +247,7 @@ def set_local(session: Session, settings: Mapping[str, str]) -> dict[str, str]:
     """
     names = list(settings)
     old = (
-        sa.select(*(sa.func.current_setting(n).label(f"s{i}") for i, n in enumerate(names)))
+        sa.select(*(sa.func.current_setting(n, True).label(f"s{i}") for i, n in enumerate(names)))
         .cte("old")
         .prefix_with("MATERIALIZED")
     )

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from .. import policy
 from ..consent_settings import ConsentSettings
+from ..db import set_local
 from ..models import ContactLogEntry, Customer, utcnow
 
 
@@ -154,9 +155,9 @@ def insert_staged_reservations(
     if session.get_bind().dialect.name != "postgresql":
         insert_reservations(session, message, contacts, now)
         return
-    session.execute(sa.select(sa.func.set_config(_POLICY_STATE_ADDED, "on", True)))
+    set_local(session, {_POLICY_STATE_ADDED: "on"})
     insert_reservations(session, message, contacts, now)
-    session.execute(sa.select(sa.func.set_config(_POLICY_STATE_ADDED, "", True)))
+    set_local(session, {_POLICY_STATE_ADDED: ""})
     if message.kind != "marketing":  # only marketing contacts count toward caps
         return
     rows = contacts.subquery("contacts")

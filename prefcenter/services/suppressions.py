@@ -114,6 +114,7 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     table = Suppression.__table__
+    # RETURNING lists only the inserted rows, which is how duplicates are told apart.
     if session.get_bind().dialect.name == "postgresql":
         # The rows as one JSON parameter (a provider's batch: a few hundred at a time); a
         # multi-row VALUES list was a new 6 kB statement for the driver to parse each time.
@@ -125,7 +126,6 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> int:
             .returning(table.c.id)
         )
         return len(session.execute(statement).all())
-    # RETURNING lists only the inserted rows, which is how duplicates are told apart.
     statement = sqlite.insert(table).on_conflict_do_nothing().returning(table.c.id)
     return len(session.execute(statement, rows).all())
 

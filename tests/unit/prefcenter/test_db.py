@@ -179,6 +179,11 @@ def test_set_local_sets_until_the_transaction_ends_and_returns_the_old_values(en
         assert session.scalar(sa.text("SELECT current_setting('work_mem')")) == "77MB"
         assert session.scalar(sa.text("SELECT current_setting('jit')")) == "off"
         assert set_local(session, saved) == {"work_mem": "77MB", "jit": "off"}
+        assert set_local(session, {"prefcenter.test_never_set": "on"}) == {
+            "prefcenter.test_never_set": None
+        }
+        custom = sa.text("SELECT current_setting('prefcenter.test_never_set')")
+        assert session.scalar(custom) == "on"
         assert session.scalar(sa.text("SELECT current_setting('work_mem')")) == before
         set_local(session, {"work_mem": "78MB"})
         session.rollback()
