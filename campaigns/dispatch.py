@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -145,8 +146,7 @@ def requeue_stuck(
     return list(stuck)
 
 
-_CUSTOMER_COLUMNS = (
-    Customer.id,
+_CUSTOMER_COLUMNS = (  # and the id, see _id_text
     Customer.first_name,
     Customer.last_name,
     Customer.attributes,
@@ -248,10 +248,15 @@ def build_message(
         text=text,
         html=parts.get("html"),
         headers=headers,
-        categories=(f"campaign:{campaign.id}", f"topic:{topic.key}"),
+        categories=_categories(campaign.id, topic.key),
         shared=None if shared is None else shared.body,
         substitutions=substitutions if shared is not None else None,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _categories(campaign_id: uuid.UUID, topic_key: str) -> tuple[str, ...]:
+    return (f"campaign:{campaign_id}", f"topic:{topic_key}")
 
 
 @dataclasses.dataclass
@@ -264,7 +269,10 @@ class Prepared:
 
 
 def prepare(
-    session: Session, delivery_ids: Sequence[uuid.UUID], now: dt.datetime, dispatcher: Dispatcher
+    session: Session,
+    delivery_ids: Sequence[uuid.UUID | str],
+    now: dt.datetime,
+    dispatcher: Dispatcher,
 ) -> Prepared:
     """Ask the policy again for the deliveries still ``queued``, and render what may go.
 
@@ -287,7 +295,12 @@ def prepare(
         sa.update(Delivery)
         .where(_among(session, Delivery.id, delivery_ids), Delivery.status == "queued")
         .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
-        .returning(Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.campaign_id)
+        .returning(
+            _id_text(session, Delivery.id, "id"),
+            _id_text(session, Delivery.customer_id, "customer_id"),
+            Delivery.channel,
+            Delivery.campaign_id,
+        )
         .execution_options(synchronize_session=False)
     ).all()
     outgoing: dict[str, list[tuple[uuid.UUID, uuid.UUID, str, Outgoing]]] = {}
@@ -325,11 +338,15 @@ def prepare(
         candidates = sa.select(Customer.id).where(_among(session, Customer.id, customer_ids))
         with policy.audience(session, message, candidates, now, cfg=dispatcher.cfg) as audience:
             decided = audience.query.subquery("decided")
+            # Core rows (session.connection()): the ORM's row handling is not needed here.
             decisions = {
                 d.customer_id: d
-                for d in session.execute(
+                for d in session.connection().execute(
                     sa.select(
-                        decided.c.customer_id, decided.c.decision, decided.c.reason, decided.c.until
+                        _id_text(session, decided.c.customer_id, "customer_id"),
+                        decided.c.decision,
+                        decided.c.reason,
+                        decided.c.until,
                     )
                 )
             }
@@ -364,10 +381,14 @@ def prepare(
 
     # Plain rows (not ORM objects): rendering reads a few columns of many customers.
     channels = {member.channel for member, _c, _t in sendable}
-    columns = [*_CUSTOMER_COLUMNS, *{c for ch in channels for c in _ADDRESS_COLUMNS[ch]}]
+    columns = [
+        _id_text(session, Customer.id, "id"),
+        *_CUSTOMER_COLUMNS,
+        *{c for ch in channels for c in _ADDRESS_COLUMNS[ch]},
+    ]
     customers = {
         c.id: c
-        for c in session.execute(
+        for c in session.connection().execute(
             sa.select(*columns).where(
                 _among(session, Customer.id, [m.customer_id for m, _c, _t in sendable])
             )
@@ -405,8 +426,17 @@ def prepare(
 class _DeliveryView:
     """What rendering needs of a delivery (the row itself is never loaded as an object)."""
 
-    id: uuid.UUID
+    id: uuid.UUID | str
     channel: str
+
+
+def _id_text(session: Session, column: Any, name: str) -> sa.ColumnElement[Any]:
+    """An id column read as its text on PostgreSQL: a batch's ids are written into links,
+    arrays and provider calls several times each, which a UUID object would format anew
+    every time. (SQLite keeps UUID objects, which its bound parameters need.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        return sa.cast(column, sa.Text).label(name)
+    return column.label(name)
 
 
 def _chunks(ids: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
@@ -426,7 +456,7 @@ def _among(
         literal = "{" + ",".join(map(str, ids)) + "}"
         array = sa.cast(sa.bindparam(None, literal, type_=sa.Text), ARRAY(sa.Uuid))
         return column == sa.any_(array)
-    return column.in_(list(ids))
+    return column.in_([i if isinstance(i, uuid.UUID) else uuid.UUID(i) for i in ids])
 
 
 def _chunked(session: Session, ids: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -551,7 +581,10 @@ def record(
 
 
 def send_deliveries(
-    session: Session, delivery_ids: Sequence[uuid.UUID], now: dt.datetime, dispatcher: Dispatcher
+    session: Session,
+    delivery_ids: Sequence[uuid.UUID | str],
+    now: dt.datetime,
+    dispatcher: Dispatcher,
 ) -> DispatchResult:
     """Prepare, send and record in one session (the outbox; tests of provider answers)."""
     prepared = prepare(session, delivery_ids, now, dispatcher)
@@ -562,7 +595,7 @@ def send_deliveries(
 
 def dispatch_in_steps(
     unit_of_work: Callable[[], AbstractContextManager[Session]],
-    delivery_ids: Sequence[uuid.UUID],
+    delivery_ids: Sequence[uuid.UUID | str],
     now: dt.datetime,
     dispatcher: Dispatcher,
 ) -> DispatchResult:

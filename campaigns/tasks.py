@@ -78,9 +78,8 @@ def _launch_settings() -> services.Settings:
 @actor(max_retries=3, min_backoff=5_000, time_limit=600_000, queue_name="campaigns")
 def dispatch_deliveries(delivery_ids: list[str]) -> None:
     """Send these deliveries (those still ``queued``; running it twice sends nothing twice)."""
-    result = dispatch.dispatch_in_steps(
-        tasks.unit_of_work, [uuid.UUID(i) for i in delivery_ids], utcnow(), _dispatcher()
-    )
+    # The ids as they came (text): the statements take them as one array literal.
+    result = dispatch.dispatch_in_steps(tasks.unit_of_work, delivery_ids, utcnow(), _dispatcher())
     log.info("dispatched %d deliveries: %s", len(delivery_ids), result)
 
 

@@ -55,11 +55,38 @@ def _b64decode(text: str) -> bytes:
         raise TokenInvalid("token is not base64url") from None
 
 
-def _mac(secret: str, purpose: str, body: bytes) -> bytes:
+@functools.lru_cache(maxsize=32)
+def _keyed_for(secret: str, purpose: str) -> hmac.HMAC:
     # The NUL separator keeps (purpose, body) pairs unambiguous.
     mac = _keyed(secret).copy()
-    mac.update(purpose.encode() + b"\x00" + body)
+    mac.update(purpose.encode() + b"\x00")
+    return mac
+
+
+def _mac(secret: str, purpose: str, body: bytes) -> bytes:
+    mac = _keyed_for(secret, purpose).copy()
+    mac.update(body)
     return mac.digest()
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _body(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"), sort_keys=True)``, the same text, without
+    building an encoder for each token (which cost more than signing it): flat payloads
+    of strings, integers and None, as links carry, are written here directly."""
+    kind = type(value)
+    if kind is str:
+        return _quote(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return str(value)
+    if kind is dict and all(type(k) is str for k in value):
+        return "{" + ",".join(f"{_quote(k)}:{_body(value[k])}" for k in sorted(value)) + "}"
+    return _JSON.encode(value)
 
 
 def _check_purpose(purpose: str) -> None:
@@ -72,11 +99,7 @@ def sign(secret: str, purpose: str, payload: dict[str, Any], expires_at: dt.date
     _check_purpose(purpose)
     if expires_at.tzinfo is None:
         raise ValueError(f"naive datetime {expires_at!r}: expiry must be timezone-aware")
-    body = json.dumps(
-        {"exp": int(expires_at.timestamp()), "data": payload},
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
+    body = _body({"exp": int(expires_at.timestamp()), "data": payload}).encode()
     return f"{_b64encode(body)}.{_b64encode(_mac(secret, purpose, body))}"
 
 

@@ -23,9 +23,10 @@ class SharedBody:
 
 @dataclasses.dataclass(frozen=True)
 class Outgoing:
-    """One rendered message to one address, tied to its delivery."""
+    """One rendered message to one address, tied to its delivery (its id as a UUID or
+    as its text: dispatch carries a batch's ids as text)."""
 
-    delivery_id: uuid.UUID
+    delivery_id: uuid.UUID | str
     channel: str
     to: str
     subject: str | None
@@ -39,7 +40,7 @@ class Outgoing:
 
 @dataclasses.dataclass(frozen=True)
 class Sent:
-    delivery_id: uuid.UUID
+    delivery_id: uuid.UUID | str
     provider_message_id: str | None = None
     error: str | None = None  # set when the provider refused this message for good
     retry_after: float | None = None  # set when the provider could not take it now

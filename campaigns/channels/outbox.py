@@ -6,6 +6,8 @@ one delivery has at most one outbox row (unique), this transport is exactly-once
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.orm import Session
 
 from ..models import OutboxMessage
@@ -19,7 +21,7 @@ class OutboxTransport:
         """Keep the messages; ``test``: a test-send, tied to no delivery."""
         rows = [
             OutboxMessage(
-                delivery_id=None if test else m.delivery_id,
+                delivery_id=None if test else uuid.UUID(str(m.delivery_id)),
                 channel=m.channel,
                 to_address=m.to,
                 subject=m.subject,

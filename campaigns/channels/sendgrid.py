@@ -66,7 +66,7 @@ class SendGridTransport:
     def substitutions(message: Outgoing) -> dict[str, str]:
         """What this message's personalization substitutes in the call's content."""
         if message.shared is not None and message.substitutions is not None:
-            return dict(message.substitutions)
+            return message.substitutions  # type: ignore[return-value]  # read, never changed
         values = {TEXT: message.text}
         if message.html is not None:
             values[HTML] = message.html
@@ -74,6 +74,9 @@ class SendGridTransport:
 
     @staticmethod
     def _fits(substitutions: dict[str, str]) -> bool:
+        chars = sum(len(k) + len(v) for k, v in substitutions.items())
+        if chars * 4 <= MAX_SUBSTITUTION_BYTES:  # UTF-8 takes at most 4 bytes a character
+            return True
         size = sum(len(k.encode()) + len(v.encode()) for k, v in substitutions.items())
         return size <= MAX_SUBSTITUTION_BYTES
 
@@ -108,7 +111,7 @@ class SendGridTransport:
             personalization: dict[str, Any] = {
                 "to": [{"email": message.to}],
                 "subject": message.subject or "",
-                "headers": dict(message.headers),
+                "headers": message.headers,
                 "custom_args": {"delivery_id": str(message.delivery_id)},
             }
             if substitutions is not None:
