@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from prefcenter import policy
 from prefcenter.consent_settings import ConsentSettings
-from prefcenter.db import set_local
+from prefcenter.db import mark_changed, set_local
 from prefcenter.errors import InvalidInput
 from prefcenter.i18n import _, translate
 from prefcenter.models import ContactLogEntry, Customer, Topic, utcnow
@@ -146,10 +146,9 @@ def requeue_stuck(
     return list(stuck)
 
 
-_CUSTOMER_COLUMNS = (  # and the id, see _id_text
+_CUSTOMER_COLUMNS = (  # and the id (see _id_text), and the attributes when used
     Customer.first_name,
     Customer.last_name,
-    Customer.attributes,
     Customer.locale,
 )
 _POSTAL_COLUMNS = (
@@ -182,11 +181,19 @@ def _address(customer: Customer | sa.Row, channel: str) -> str | None:
     return "\n".join(line for line in lines if line) or None
 
 
+def _uses_attributes(content: Mapping[str, Any], channel: str) -> bool:
+    """Whether any locale of ``channel``'s content reads the customer's attributes."""
+    return any(
+        "attributes" in rendering.variant(content, channel, locale).names
+        for locale in content.get(channel) or {}
+    )
+
+
 def _context(customer: Customer | sa.Row, portal_url: str, unsubscribe_url: str) -> dict:
     return {
         "first_name": customer.first_name or "",
         "last_name": customer.last_name or "",
-        "attributes": dict(customer.attributes or {}),
+        "attributes": dict(getattr(customer, "attributes", None) or {}),
         "portal_url": portal_url,
         "unsubscribe_url": unsubscribe_url,
     }
@@ -291,7 +298,8 @@ def prepare(
         set_local(session, _BATCH_SETTINGS)
     # The claim is a compare-and-set to ``sending``: a second worker given the same ids
     # waits for this transaction (row locks), then finds them no longer queued.
-    rows = session.execute(
+    rows = _write(
+        session,
         sa.update(Delivery)
         .where(_among(session, Delivery.id, delivery_ids), Delivery.status == "queued")
         .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
@@ -300,8 +308,7 @@ def prepare(
             _id_text(session, Delivery.customer_id, "customer_id"),
             Delivery.channel,
             Delivery.campaign_id,
-        )
-        .execution_options(synchronize_session=False)
+        ),
     ).all()
     outgoing: dict[str, list[tuple[uuid.UUID, uuid.UUID, str, Outgoing]]] = {}
     if not rows:
@@ -381,9 +388,13 @@ def prepare(
 
     # Plain rows (not ORM objects): rendering reads a few columns of many customers.
     channels = {member.channel for member, _c, _t in sendable}
+    uses_attributes = any(
+        _uses_attributes(c.content, ch) for ch, c in {(m.channel, c) for m, c, _t in sendable}
+    )
     columns = [
         _id_text(session, Customer.id, "id"),
         *_CUSTOMER_COLUMNS,
+        *((Customer.attributes,) if uses_attributes else ()),  # JSON: decoded per row
         *{c for ch in channels for c in _ADDRESS_COLUMNS[ch]},
     ]
     customers = {
@@ -439,6 +450,14 @@ def _id_text(session: Session, column: Any, name: str) -> sa.ColumnElement[Any]:
     return column.label(name)
 
 
+def _write(session: Session, statement: Any) -> sa.CursorResult[Any]:
+    """A Core write on the session's connection (no ORM objects involved, none of the
+    ORM's per-row work), which the unit of work is told to commit."""
+    result = session.connection().execute(statement)
+    mark_changed(session)
+    return result
+
+
 def _chunks(ids: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
     for i in range(0, len(ids), size):
         yield ids[i : i + size]
@@ -470,12 +489,12 @@ def _chunked(session: Session, ids: Sequence[Any]) -> Iterator[Sequence[Any]]:
 def _set_status(
     session: Session, ids: Sequence[uuid.UUID], now: dt.datetime, **values: Any
 ) -> None:
-    for chunk in _chunked(session, ids):
-        session.execute(
+    for chunk in _chunked(session, ids):  # Core statements: no ORM objects are involved
+        _write(
+            session,
             sa.update(Delivery)
             .where(_among(session, Delivery.id, chunk))
-            .values(updated_at=now, **values)
-            .execution_options(synchronize_session=False)
+            .values(updated_at=now, **values),
         )
 
 
@@ -504,15 +523,15 @@ def _settle(
     session: Session, message_ref: str, customer_ids: Sequence[uuid.UUID], **values: Any
 ) -> None:
     for chunk in _chunked(session, customer_ids):
-        session.execute(
+        _write(
+            session,
             sa.update(ContactLogEntry)
             .where(
                 ContactLogEntry.message_ref == message_ref,
                 _among(session, ContactLogEntry.customer_id, chunk),
                 ContactLogEntry.status == "reserved",
             )
-            .values(**values)
-            .execution_options(synchronize_session=False)
+            .values(**values),
         )
 
 

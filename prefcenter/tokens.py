@@ -73,20 +73,29 @@ _JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
-def _body(value: Any) -> str:
-    """``json.dumps(value, separators=(",", ":"), sort_keys=True)``, the same text, without
-    building an encoder for each token (which cost more than signing it): flat payloads
-    of strings, integers and None, as links carry, are written here directly."""
-    kind = type(value)
-    if kind is str:
-        return _quote(value)
-    if value is None:
-        return "null"
-    if kind is int:
-        return str(value)
-    if kind is dict and all(type(k) is str for k in value):
-        return "{" + ",".join(f"{_quote(k)}:{_body(value[k])}" for k in sorted(value)) + "}"
-    return _JSON.encode(value)
+def _body(payload: Any, exp: int) -> str:
+    """``json.dumps({"exp": exp, "data": payload}, separators=(",", ":"), sort_keys=True)``,
+    the same text, without building an encoder for each token (which cost more than
+    signing it): a flat payload of strings, integers and None, as links carry, is
+    written here directly."""
+    if type(payload) is dict:
+        items = []
+        for key in sorted(payload):
+            value = payload[key]
+            kind = type(value)
+            if type(key) is not str:
+                break
+            if kind is str:
+                items.append(f"{_quote(key)}:{_quote(value)}")
+            elif value is None:
+                items.append(f"{_quote(key)}:null")
+            elif kind is int:
+                items.append(f"{_quote(key)}:{value}")
+            else:
+                break
+        else:
+            return f'{{"data":{{{",".join(items)}}},"exp":{exp}}}'
+    return _JSON.encode({"exp": exp, "data": payload})
 
 
 def _check_purpose(purpose: str) -> None:
@@ -99,7 +108,7 @@ def sign(secret: str, purpose: str, payload: dict[str, Any], expires_at: dt.date
     _check_purpose(purpose)
     if expires_at.tzinfo is None:
         raise ValueError(f"naive datetime {expires_at!r}: expiry must be timezone-aware")
-    body = _body({"exp": int(expires_at.timestamp()), "data": payload}).encode()
+    body = _body(payload, int(expires_at.timestamp())).encode()
     return f"{_b64encode(body)}.{_b64encode(_mac(secret, purpose, body))}"
 
 
