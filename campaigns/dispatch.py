@@ -343,7 +343,9 @@ def prepare(
             topic.id, topic.regime, campaign.kind, (channel,), campaign.message_ref
         )
         candidates = sa.select(Customer.id).where(_among(session, Customer.id, customer_ids))
-        with policy.audience(session, message, candidates, now, cfg=dispatcher.cfg) as audience:
+        with policy.audience(
+            session, message, candidates, now, cfg=dispatcher.cfg, few=True
+        ) as audience:
             decided = audience.query.subquery("decided")
             # Core rows (session.connection()): the ORM's row handling is not needed here.
             decisions = {

@@ -667,8 +667,12 @@ def audience(
     at: dt.datetime,
     *,
     cfg: ConsentSettings,
+    few: bool | None = None,
 ) -> Iterator[Audience]:
     """Decisions for every customer id selected by ``candidates``, computed in SQL.
+
+    ``few``: the caller knows the candidates are a few thousand at most (a dispatch
+    batch), which saves counting them; None: counted.
 
     Time-zone arithmetic (the only part SQL engines disagree on) is done in Python
     once per distinct (timezone, contact hours) and joined in as a small table of
@@ -688,7 +692,7 @@ def audience(
             windows = constants.table(
                 "windows",
                 _window_columns(periods),
-                _window_rows(session, cid, at, periods, cfg, message.topic_id),
+                _window_rows(session, cid, at, periods, cfg, message.topic_id, few=few),
             )
             orders = constants.table("orders", _order_columns(message), _order_rows(message, cfg))
             query = _audience_query(
@@ -794,54 +798,69 @@ def _window_rows(
     periods: Sequence[int],
     cfg: ConsentSettings,
     topic_id: uuid.UUID,
+    *,
+    few: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per time zone x contact hours in use (a superset of the pairs in use).
+    """One row per time zone x contact hours in use (for a large audience, a superset).
 
-    The pairs themselves would need the candidates joined to their preferences (a
-    second or two for a million). A small audience (a dispatch batch) reads the zones
-    and hours of its candidates; a large one those of everybody, in two plain scans
-    that cost less than restricting them to the candidates.
+    A small audience (a dispatch batch) reads the (zone, hours) of its candidates, in
+    one join. For a large one that join would cost a second or two for a million: it
+    reads the zones and the hours of everybody, in two plain scans, and takes every
+    combination.
     """
-    zone = sa.select(Customer.timezone)
-    hour = sa.select(ContactPreference.contact_start, ContactPreference.contact_end)
-    few = sa.select(cid).limit(_FEW_CANDIDATES + 1).subquery()
-    if session.scalar(sa.select(sa.func.count()).select_from(few)) <= _FEW_CANDIDATES:
-        ids = sa.select(cid)
-        zone = zone.where(Customer.id.in_(ids))
-        hour = hour.where(ContactPreference.customer_id.in_(ids))
-    zones = session.scalars(zone.distinct()).all()
-    hours = session.execute(hour.distinct()).all()
-    pairs = {(_NO_HOURS, _NO_HOURS)} | {
-        (_NO_HOURS if s is None else s, _NO_HOURS if e is None else e) for s, e in hours
-    }
-    rows = []
-    for timezone in zones:
-        for start, end in sorted(pairs):
-            window = contact_window(
-                timezone,
-                None if start == _NO_HOURS else start,
-                None if end == _NO_HOURS else end,
-                at,
-                cfg,
+    if few is None:
+        counted = sa.select(cid).limit(_FEW_CANDIDATES + 1).subquery()
+        few = session.scalar(sa.select(sa.func.count()).select_from(counted)) <= _FEW_CANDIDATES
+    if few:
+        in_use = session.execute(
+            sa.select(
+                Customer.timezone, ContactPreference.contact_start, ContactPreference.contact_end
             )
-            contact_at = window.contact_at(at)
-            row = {
-                "timezone": timezone,
-                "start": start,
-                "end": end,
-                "open_now": window.open_now,
-                "next_open": window.next_open,
-                "contact_at": contact_at,
-            }
-            for days in periods:
-                row[f"lo_{days}"] = contact_at - dt.timedelta(days=days)
-                row[f"hi_{days}"] = contact_at + dt.timedelta(days=days)
-                row[f"top_{days}"] = row[f"hi_{days}"] - dt.timedelta(microseconds=1)
-            for days in CADENCE_DAYS.values():
-                row[f"tlo_{days}"] = _topic_key(topic_id, row[f"lo_{days}"])
-                row[f"ttop_{days}"] = _topic_key(topic_id, row[f"top_{days}"])
-            rows.append(row)
+            .select_from(Customer)
+            .outerjoin(ContactPreference, ContactPreference.customer_id == Customer.id)
+            .where(Customer.id.in_(sa.select(cid)))
+            .distinct()
+        ).all()
+        keys = {(zone, _hours(start), _hours(end)) for zone, start, end in in_use}
+    else:
+        zones = session.scalars(sa.select(Customer.timezone).distinct()).all()
+        hours = session.execute(
+            sa.select(ContactPreference.contact_start, ContactPreference.contact_end).distinct()
+        ).all()
+        pairs = {(_NO_HOURS, _NO_HOURS)} | {(_hours(s), _hours(e)) for s, e in hours}
+        keys = {(zone, start, end) for zone in zones for start, end in pairs}
+    rows = []
+    for timezone, start, end in sorted(keys, key=lambda k: (k[0] or "", k[1], k[2])):
+        window = contact_window(
+            timezone,
+            None if start == _NO_HOURS else start,
+            None if end == _NO_HOURS else end,
+            at,
+            cfg,
+        )
+        contact_at = window.contact_at(at)
+        row = {
+            "timezone": timezone,
+            "start": start,
+            "end": end,
+            "open_now": window.open_now,
+            "next_open": window.next_open,
+            "contact_at": contact_at,
+        }
+        for days in periods:
+            row[f"lo_{days}"] = contact_at - dt.timedelta(days=days)
+            row[f"hi_{days}"] = contact_at + dt.timedelta(days=days)
+            row[f"top_{days}"] = row[f"hi_{days}"] - dt.timedelta(microseconds=1)
+        for days in CADENCE_DAYS.values():
+            row[f"tlo_{days}"] = _topic_key(topic_id, row[f"lo_{days}"])
+            row[f"ttop_{days}"] = _topic_key(topic_id, row[f"top_{days}"])
+        rows.append(row)
     return rows
+
+
+def _hours(value: int | None) -> int:
+    """Contact hours as the windows table keys them (NULL stands as _NO_HOURS)."""
+    return _NO_HOURS if value is None else value
 
 
 def _order_columns(message: Message) -> list[sa.Column[Any]]:
