@@ -3,10 +3,12 @@
 On throw-away PostgreSQL databases:
 
 1. *webhook*: 100,000 SendGrid events in batches of 1,000, each batch as the endpoint
-   handles it — ECDSA signature verified, JSON parsed, ``campaigns.events.ingest``,
+   handles it — ECDSA signature verified, JSON parsed, ``campaigns.events.ingest_retrying``,
    commit — against 50,000 sent deliveries (a realistic mix: processed, delivered,
-   human and machine opens, clicks, bounces, drops, a few spam reports and unsubscribes);
-   then the same batches again (SendGrid's retries: all duplicates);
+   human and machine opens, clicks, bounces, drops, a few spam reports and unsubscribes),
+   posted by two processes at once (``--posters``; SendGrid posts concurrently, and
+   production runs one serve process per core); then the same batches again (SendGrid's
+   retries: all duplicates);
 2. *dormancy*: 1,000,000 customers and 10,000,000 interactions loaded with one
    ``INSERT … SELECT`` over ``generate_series`` per table, the tables' indexes and
    constraints built after the load; then ``recompute_last_interactions`` twice: from
@@ -26,6 +28,7 @@ import argparse
 import base64
 import datetime as dt
 import json
+import multiprocessing
 import random
 import sys
 import time
@@ -136,7 +139,39 @@ def _events(targets: Sequence[tuple[str, str]], total: int, rng: random.Random) 
     return out
 
 
-def measure_webhook(url: str, deliveries: int, total: int, batch: int) -> dict[str, Any]:
+def _post(url: str, public: str, bodies: list, go: Any, answers: Any) -> None:
+    """One serve process's share of the batches: what ``POST /webhooks/sendgrid`` does."""
+    engine = make_engine(url)
+    settings = events.WebhookSettings(public, dt.timedelta(days=3650))
+    with engine.connect():  # connected before the clock starts
+        pass
+    retried = 0
+    original = events.ingest
+
+    def counting(*args: Any, **kwargs: Any) -> events.Ingested:
+        nonlocal retried
+        retried += 1
+        return original(*args, **kwargs)
+
+    events.ingest = counting  # type: ignore[assignment]  # counts attempts, changes nothing
+    answers.put("ready")
+    go.wait()
+    totals = dict.fromkeys(("new", "duplicates", "engagements", "suppressed", "consent_changes"), 0)
+    for body, signature, stamp in bodies:
+        now = dt.datetime.now(dt.UTC)
+        events.verify(settings, body, signature, stamp, now)
+        with Session(engine) as session:
+            result = events.ingest_retrying(session, events.parse(body), now, cfg=CFG)
+            session.commit()
+        for field in totals:
+            totals[field] += getattr(result, field)
+    answers.put({**totals, "finished": time.monotonic(), "retried": retried - len(bodies)})
+    engine.dispose()
+
+
+def measure_webhook(
+    url: str, deliveries: int, total: int, batch: int, posters: int = 2
+) -> dict[str, Any]:
     engine = make_engine(url)
     targets = _load_deliveries(engine, deliveries)
     rng = random.Random(20261201)
@@ -147,7 +182,6 @@ def measure_webhook(url: str, deliveries: int, total: int, batch: int) -> dict[s
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     ).decode()
-    settings = events.WebhookSettings(public, dt.timedelta(days=3650))
     bodies = []
     for start in range(0, total, batch):
         body = json.dumps(all_events[start : start + batch]).encode()
@@ -157,28 +191,46 @@ def measure_webhook(url: str, deliveries: int, total: int, batch: int) -> dict[s
         ).decode()
         bodies.append((body, signature, stamp))
 
-    def run() -> tuple[float, events.Ingested]:
-        totals = events.Ingested()
+    def run() -> tuple[float, events.Ingested, int]:
+        """The batches posted by ``posters`` processes at once, as SendGrid posts them to
+        the serve processes (one per core): each verifies, parses, ingests and commits."""
         print(f"  load {_env.load_average()}", file=sys.stderr)
-        started = time.perf_counter()
-        for body, signature, stamp in bodies:
-            now = dt.datetime.now(dt.UTC)
-            events.verify(settings, body, signature, stamp, now)
-            with Session(engine) as session:
-                result = events.ingest(session, events.parse(body), now, cfg=CFG)
-                session.commit()
+        context = multiprocessing.get_context("spawn")
+        go, answers = context.Event(), context.Queue()
+        children = [
+            context.Process(
+                target=_post,
+                args=(url, public, bodies[i::posters], go, answers),
+                daemon=True,
+            )
+            for i in range(posters)
+        ]
+        for child in children:
+            child.start()
+        ready = [answers.get(timeout=120) for _ in children]
+        assert ready == ["ready"] * posters, ready
+        started = time.monotonic()
+        go.set()
+        reports = [answers.get(timeout=600) for _ in children]
+        for child in children:
+            child.join(timeout=60)
+        seconds = max(r["finished"] for r in reports) - started
+        totals = events.Ingested()
+        for report in reports:
             for field in ("new", "duplicates", "engagements", "suppressed", "consent_changes"):
-                setattr(totals, field, getattr(totals, field) + getattr(result, field))
-        seconds = time.perf_counter() - started
+                setattr(totals, field, getattr(totals, field) + report[field])
+        retried = sum(r["retried"] for r in reports)
         print(f"  {seconds:.1f} s, {total / seconds:,.0f} events/s", file=sys.stderr)
-        return seconds, totals
+        return seconds, totals, retried
 
-    first_seconds, first = run()
-    again_seconds, again = run()
     engine.dispose()
+    first_seconds, first, first_retried = run()
+    again_seconds, again, _again_retried = run()
     return {
         "first": (first_seconds, first),
         "again": (again_seconds, again),
+        "posters": posters,
+        "retried": first_retried,
         "events": total,
         "batch": batch,
         "deliveries": deliveries,
@@ -330,8 +382,9 @@ def _webhook_rows(hook: dict[str, Any]) -> list[list[str]]:
     return [
         [
             f"webhook: {hook['events']:,} events in batches of {hook['batch']:,} "
-            f"({hook['deliveries']:,} deliveries)",
-            f"{hook['events'] / first_seconds:,.0f} events/s ({first_seconds:.1f} s)",
+            f"({hook['deliveries']:,} deliveries), {hook['posters']} posting at once",
+            f"{hook['events'] / first_seconds:,.0f} events/s ({first_seconds:.1f} s; "
+            f"{hook['retried']} batches applied again after a conflict)",
             "≥ 10,000/s",
         ],
         [
@@ -385,7 +438,9 @@ def run(args: argparse.Namespace) -> str:
         with _env.postgres_database(args.database_url, keep=args.keep) as database:
             machine = _env.machine(_env.engine_for(database))
             print("webhook…", file=sys.stderr)
-            hook = measure_webhook(database.url, args.deliveries, args.events, args.batch)
+            hook = measure_webhook(
+                database.url, args.deliveries, args.events, args.batch, args.posters
+            )
         rows += _webhook_rows(hook)
     if args.only in (None, "dormancy"):
         with _env.postgres_database(args.database_url, keep=args.keep) as database:
@@ -416,6 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--database-url", default=_env.DEFAULT_POSTGRES_URL)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument(
+        "--posters",
+        type=int,
+        default=2,
+        help="processes posting batches at once (production: one serve process per core)",
+    )
     parser.add_argument("--deliveries", type=int, default=50_000)
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--interactions", type=int, default=10_000_000)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import re
 import types
 import uuid
@@ -41,7 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from prefcenter.consent_settings import ConsentSettings
-from prefcenter.db import recordset, typed_recordset
+from prefcenter.db import is_transient, lock_in_order, recordset, typed_recordset
 from prefcenter.models import Customer, Interaction, Topic
 from prefcenter.models.base import UTCDateTime
 from prefcenter.services import preferences, suppressions
@@ -49,6 +50,8 @@ from prefcenter.services.interactions import move_last_interaction
 from prefcenter.services.ledger import Actor
 
 from .models import Campaign, Delivery, ProviderEvent
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -179,6 +182,32 @@ def _at(event: dict[str, Any], now: dt.datetime) -> dt.datetime:
         return now
 
 
+def ingest_retrying(
+    session: Session,
+    events: Sequence[dict[str, Any]],
+    now: dt.datetime,
+    *,
+    cfg: ConsentSettings,
+    attempts: int = 3,
+) -> Ingested:
+    """:func:`ingest` in a savepoint, run again when PostgreSQL gives up on it.
+
+    SendGrid posts batches concurrently, and two batches may touch the same deliveries
+    and customers: ingest locks them in order, but a deadlock or serialization failure
+    elsewhere (a worker marking those deliveries sent) rolls the savepoint back and the
+    batch is applied again, rather than answering 5xx for a transient conflict.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with session.begin_nested():
+                return ingest(session, events, now, cfg=cfg)
+        except sa.exc.DBAPIError as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            log.warning("SendGrid event batch ran into %s; applying it again", exc.orig)
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
 def ingest(
     session: Session, events: Sequence[dict[str, Any]], now: dt.datetime, *, cfg: ConsentSettings
 ) -> Ingested:
@@ -206,10 +235,12 @@ def ingest(
     new_events = [e for e in unique.values() if e.id in targets]
     deliveries = {e.delivery_id: t for e in new_events if (t := targets[e.id]) is not None}
     result.unknown_delivery = sum(1 for e in new_events if targets[e.id] is None)
-    _advance(session, new_events, deliveries, now)
-    result.engagements = _engagements(session, new_events, deliveries, now)
     result.suppressed = _suppress(session, new_events, now, cfg)
     result.consent_changes = _consent_changes(session, new_events, deliveries, now)
+    # The rows concurrent batches share most (customers, deliveries) are locked last, so
+    # that another batch waits for them as briefly as possible (until the commit).
+    result.engagements = _engagements(session, new_events, deliveries, now)
+    _advance(session, new_events, deliveries, now)
     return result
 
 
@@ -252,7 +283,10 @@ def _record_events(
                 ["event_id", "event", "delivery_id", "received_at"],
                 sa.select(
                     batch.c.event_id, batch.c.event, known.c.id, sa.literal(now, UTCDateTime())
-                ).select_from(batch.outerjoin(known, known.c.id == batch.c.delivery_id)),
+                )
+                .select_from(batch.outerjoin(known, known.c.id == batch.c.delivery_id))
+                # In key order: concurrent batches sharing events (retries) wait, never deadlock.
+                .order_by(batch.c.event_id),
             )
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(table.c.event_id, table.c.delivery_id)
@@ -365,6 +399,7 @@ def _advance(
         "error": sa.Text(),
     }
     if _postgresql(session):
+        lock_in_order(session, table.c.id, per)  # concurrent batches: no deadlock
         batch = recordset(params, *(sa.column(n, t) for n, t in names.items()))
         source: Any = batch.c
         target = table.c.id == source.d
@@ -457,6 +492,7 @@ def _engagements(
             .subquery("latest")
         )
         customers = Customer.__table__
+        lock_in_order(session, customers.c.id, {r["customer_id"] for r in rows})
         last = customers.c.last_interaction_at
         session.connection().execute(
             sa.update(customers)

@@ -282,6 +282,37 @@ def read_without_transaction(session: Session) -> None:
 
 
 @contextlib.contextmanager
+def lock_in_order(session: Session, column: Any, ids: Iterator[str] | list[str] | set[str]) -> None:
+    """Lock these rows (PostgreSQL: ``FOR NO KEY UPDATE``) in the order of their ids.
+
+    Two transactions that go on to update overlapping sets of rows then wait for one
+    another instead of deadlocking. Elsewhere nothing: SQLite serializes writers.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    ordered = sorted(set(ids))
+    if not ordered:
+        return
+    array = sa.cast(
+        sa.bindparam(None, "{" + ",".join(ordered) + "}", type_=sa.Text),
+        postgresql.ARRAY(column.type),
+    )
+    session.connection().execute(
+        sa.select(column)
+        .where(column == sa.any_(array))
+        .order_by(column)
+        .with_for_update(key_share=True)
+    )
+
+
+_TRANSIENT = frozenset(("40001", "40P01"))  # serialization failure, deadlock detected
+
+
+def is_transient(error: BaseException) -> bool:
+    """A deadlock or serialization failure: the transaction may simply be run again."""
+    return getattr(getattr(error, "orig", None), "sqlstate", None) in _TRANSIENT
+
+
 def task_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction for one unit of work outside a request (tasks, CLI)."""
     manager = transaction.TransactionManager(explicit=True)

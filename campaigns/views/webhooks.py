@@ -36,7 +36,7 @@ def sendgrid_events(request: Any) -> dict[str, Any]:
     except events.Rejected as exc:
         log.warning("SendGrid event webhook refused: %s", exc)
         raise HTTPForbidden(json_body={"error": str(exc)}) from None
-    result = events.ingest(request.dbsession, batch, now, cfg=config.consent)
+    result = events.ingest_retrying(request.dbsession, batch, now, cfg=config.consent)
     # Core statements on the session's connection: tell the transaction there is work to commit.
     mark_changed(request.dbsession)
     request.dbsession.flush()  # a database error must surface here, as a 5xx, not after a 200

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import uuid
 
+import psycopg.errors
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from campaigns import events
+from campaigns.models import Campaign, Delivery, ProviderEvent
+from prefcenter.consent_settings import ConsentSettings
+from prefcenter.models import Customer, Interaction, Topic
+from tests.campaign_builders import make_campaign
+from tests.factories import make_customer, make_topic
 
 # The vector published with the sendgrid library's event webhook tests: a real SendGrid
 # verification key, and a batch it signed (note the trailing CRLF, part of the body).
@@ -78,3 +88,159 @@ def test_another_key_does_not_verify_sendgrid_s_signature():
     )
     with pytest.raises(events.Rejected, match="does not match"):
         events.verify(other, BODY, SIGNATURE, TIMESTAMP, SIGNED_AT)
+
+
+# -- concurrent batches ------------------------------------------------------------------
+
+AT = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def sent_deliveries(engine):
+    """Committed sent deliveries (threads need their own transactions), removed after."""
+    marker = uuid.uuid4().hex[:8]
+    with Session(engine) as session:
+        topic = make_topic(session, key=f"events_{marker}")
+        campaign = make_campaign(session, topic, channels=("email",))
+        customers = [
+            make_customer(session, external_id=f"{marker}-{i}", email=f"c{i}-{marker}@example.com")
+            for i in range(100)
+        ]
+        deliveries = [
+            Delivery(
+                campaign_id=campaign.id,
+                customer_id=c.id,
+                channel="email",
+                status="sent",
+                sent_at=AT,
+            )
+            for c in customers
+        ]
+        session.add_all(deliveries)
+        session.commit()
+        ids = [d.id for d in deliveries]
+        customer_ids, campaign_id, topic_id = [c.id for c in customers], campaign.id, topic.id
+    yield [str(i) for i in ids]
+    with Session(engine) as session:
+        session.execute(sa.delete(ProviderEvent).where(ProviderEvent.delivery_id.in_(ids)))
+        session.execute(sa.delete(Delivery).where(Delivery.campaign_id == campaign_id))
+        session.execute(sa.delete(Interaction).where(Interaction.customer_id.in_(customer_ids)))
+        session.execute(sa.delete(Customer).where(Customer.id.in_(customer_ids)))
+        session.execute(sa.delete(Campaign).where(Campaign.id == campaign_id))
+        session.execute(sa.delete(Topic).where(Topic.id == topic_id))
+        session.commit()
+
+
+def _event(delivery_id: str, kind: str, n: int, marker: str) -> dict:
+    return {
+        "sg_event_id": f"{marker}-{kind}-{n}",
+        "event": kind,
+        "delivery_id": delivery_id,
+        "email": "someone@example.com",
+        "timestamp": int(AT.timestamp()) + 60 + n,
+    }
+
+
+def test_concurrent_batches_over_the_same_deliveries_apply_every_event_once(
+    engine, sent_deliveries
+):
+    """SendGrid posts batches at the same time; here two, over the same deliveries in
+    opposite orders, sharing some events (a retry), round after round: neither fails
+    (no deadlock surfaces) and each event counts once."""
+    cfg = ConsentSettings(address_key=b"events-test-key-0123456789abcdef")
+    rounds, errors = 5, []
+    for round_ in range(rounds):
+        marker = f"r{round_}-{uuid.uuid4().hex[:6]}"
+        first = [_event(d, "delivered", i, marker) for i, d in enumerate(sent_deliveries)]
+        first += [_event(d, "open", i, marker) for i, d in enumerate(sent_deliveries)]
+        second = [_event(d, "click", i, marker) for i, d in enumerate(sent_deliveries)][::-1]
+        second += first[:10]  # the same events again, in the other batch
+        barrier = threading.Barrier(2)
+
+        def post(batch: list[dict], barrier: threading.Barrier = barrier) -> None:
+            try:
+                barrier.wait(timeout=30)
+                with Session(engine) as session:
+                    events.ingest_retrying(session, batch, AT + dt.timedelta(hours=1), cfg=cfg)
+                    session.commit()
+            except BaseException as exc:  # reported below, in the test's own thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=post, args=(b,)) for b in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert not errors, errors
+
+    with Session(engine) as session:
+        statuses = session.scalars(
+            sa.select(Delivery.status).where(
+                Delivery.id.in_([uuid.UUID(i) for i in sent_deliveries])
+            )
+        ).all()
+        recorded = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(ProviderEvent)
+            .where(ProviderEvent.delivery_id.in_([uuid.UUID(i) for i in sent_deliveries]))
+        )
+        engagements = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Interaction)
+            .where(Interaction.source == "sendgrid", Interaction.idempotency_key.like("r%-%"))
+            .where(
+                Interaction.customer_id.in_(
+                    sa.select(Delivery.customer_id).where(
+                        Delivery.id.in_([uuid.UUID(i) for i in sent_deliveries])
+                    )
+                )
+            )
+        )
+    n = len(sent_deliveries)
+    assert statuses == ["clicked"] * n
+    assert recorded == rounds * 3 * n  # delivered, open, click per delivery and round
+    assert engagements == rounds * 2 * n  # the opens and the clicks, once each
+
+
+def _deadlock() -> sa.exc.OperationalError:
+    return sa.exc.OperationalError(
+        "UPDATE deliveries …", {}, psycopg.errors.DeadlockDetected("deadlock detected")
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "attempts"),
+    [(_deadlock, 2), (lambda: sa.exc.IntegrityError("INSERT …", {}, ValueError("no")), 1)],
+    ids=["deadlock: applied again", "anything else: raised at once"],
+)
+def test_a_batch_that_meets_a_deadlock_is_undone_and_applied_again(
+    engine, sent_deliveries, monkeypatch, error, attempts
+):
+    real, calls = events.ingest, []
+
+    def failing_once(session, batch, now, *, cfg):
+        calls.append(real(session, batch, now, cfg=cfg))  # the work done, then the failure
+        if len(calls) == 1:
+            raise error()
+        return calls[-1]
+
+    monkeypatch.setattr(events, "ingest", failing_once)
+    batch = [_event(d, "click", i, "retry") for i, d in enumerate(sent_deliveries)]
+    cfg = ConsentSettings(address_key=b"events-test-key-0123456789abcdef")
+    ids = [uuid.UUID(i) for i in sent_deliveries]
+    with Session(engine) as session:
+        if attempts == 1:
+            with pytest.raises(sa.exc.IntegrityError):
+                events.ingest_retrying(session, batch, AT + dt.timedelta(hours=1), cfg=cfg)
+            session.rollback()
+        else:
+            result = events.ingest_retrying(session, batch, AT + dt.timedelta(hours=1), cfg=cfg)
+            session.commit()
+            assert result.new == len(batch)  # the first attempt left nothing behind
+        recorded = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(ProviderEvent)
+            .where(ProviderEvent.delivery_id.in_(ids))
+        )
+    assert len(calls) == attempts
+    assert recorded == (len(batch) if attempts == 2 else 0)
