@@ -281,7 +281,6 @@ def read_without_transaction(session: Session) -> None:
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
-@contextlib.contextmanager
 def lock_in_order(session: Session, column: Any, ids: Iterator[str] | list[str] | set[str]) -> None:
     """Lock these rows (PostgreSQL: ``FOR NO KEY UPDATE``) in the order of their ids.
 
@@ -313,6 +312,7 @@ def is_transient(error: BaseException) -> bool:
     return getattr(getattr(error, "orig", None), "sqlstate", None) in _TRANSIENT
 
 
+@contextlib.contextmanager
 def task_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction for one unit of work outside a request (tasks, CLI)."""
     manager = transaction.TransactionManager(explicit=True)
