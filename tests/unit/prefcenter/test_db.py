@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from prefcenter.db import (
     get_tm_session,
+    lock_in_order,
     make_engine,
     make_session_factory,
     mark_changed,
@@ -207,4 +209,31 @@ def test_read_without_transaction_sends_no_begin_and_the_pool_gets_its_mode_back
                 assert raw.autocommit is False
                 assert raw.info.transaction_status.name == "INTRANS"
     finally:
+        engine.dispose()
+
+
+def test_lock_in_order_holds_the_rows_until_the_transaction_ends(database):
+    if database.backend != "postgresql":
+        pytest.skip("SQLite serializes writers: there is nothing to lock")
+    engine = make_engine(database.url)
+    table = f"lock_test_{uuid.uuid4().hex[:8]}"
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"CREATE TABLE {table} (id uuid PRIMARY KEY)")
+            connection.exec_driver_sql(f"INSERT INTO {table} VALUES ('{ids[0]}'), ('{ids[1]}')")
+        rows = sa.table(table, sa.column("id", sa.Uuid))
+        with Session(engine) as holder, engine.connect() as other:
+            lock_in_order(holder, rows.c.id, [ids[1], ids[2], ids[0]])
+            for locked in ids[:2]:
+                with pytest.raises(sa.exc.OperationalError, match="could not obtain lock"):
+                    other.exec_driver_sql(
+                        f"SELECT 1 FROM {table} WHERE id = '{locked}' FOR UPDATE NOWAIT"
+                    )
+                other.rollback()
+            holder.rollback()
+            other.exec_driver_sql(f"SELECT 1 FROM {table} FOR UPDATE NOWAIT")  # released
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
         engine.dispose()
