@@ -20,8 +20,8 @@ from typing import Any
 from pyramid.response import Response
 from sqlalchemy.orm import Session
 
+from .. import db
 from ..consent_settings import ConsentSettings
-from ..db import read_without_transaction
 from ..errors import InvalidField
 from ..models import utcnow
 from ..services.apikeys import VerifiedKey, hash_key, prefix_of, verify_api_key
@@ -267,7 +267,11 @@ def api_view(
 
     def handle(request: Any) -> Response:
         if single_read:
-            read_without_transaction(request.dbsession)
+            with db.single_read(request) as session:
+                return _handle(request, session)
+        return _handle(request, request.dbsession)
+
+    def _handle(request: Any, session: Any) -> Response:
         config: ApiConfig = request.registry["api"]
         operation = config.spec.operations[operation_id]
         api_key = authenticate(request, config.keys)
@@ -295,7 +299,7 @@ def api_view(
             errors = unstorable_text(body) or config.spec.errors(operation.body_schema, body)
             if errors:
                 raise ApiProblem(422, "The request body does not match the schema.", errors)
-        call = Call(request, request.dbsession, api_key, body, {**path, **query}, config, utcnow())
+        call = Call(request, session, api_key, body, {**path, **query}, config, utcnow())
         reply = view(call)
         if config.validate_responses:
             config.spec.check_response(operation, reply.status, MEDIA_TYPE, reply.body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import transaction
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from prefcenter.db import (
+    TM_KEY,
     get_tm_session,
     lock_in_order,
     make_engine,
@@ -18,6 +20,7 @@ from prefcenter.db import (
     mark_changed,
     read_without_transaction,
     set_local,
+    single_read,
 )
 from tests.conftest import POSTGRES_ADMIN_URL, create_test_database
 
@@ -237,3 +240,28 @@ def test_lock_in_order_holds_the_rows_until_the_transaction_ends(database):
         with engine.begin() as connection:
             connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
         engine.dispose()
+
+
+def test_a_single_read_has_a_session_of_its_own_closed_after_it(database):
+    engine = make_engine(database.url)
+    # No dbsession attribute: the request's own (transaction-bound) session is never made.
+    request = types.SimpleNamespace(
+        environ={}, registry={"dbsession_factory": make_session_factory(engine)}
+    )
+    try:
+        with single_read(request) as session:
+            assert session.scalar(sa.text("SELECT 1")) == 1
+            assert TM_KEY not in session.info  # not joined to any transaction manager
+            if database.backend == "postgresql":
+                assert session.connection().connection.dbapi_connection.autocommit is True
+            assert engine.pool.checkedout() == 1
+        assert engine.pool.checkedout() == 0  # closed: its connection is back in the pool
+    finally:
+        engine.dispose()
+
+
+def test_a_single_read_in_a_test_uses_the_test_s_session(factory):
+    mine = factory()
+    request = types.SimpleNamespace(environ={"app.dbsession": mine}, dbsession=mine)
+    with single_read(request) as session:
+        assert session is mine
