@@ -151,12 +151,26 @@ def submit(driver: Any, action_end: str) -> None:
 
 def click(driver: Any, element: Any) -> None:
     """Click something that loads a new page, and wait until the old one is gone."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.wait import WebDriverWait
 
     html = driver.find_element("css selector", "html")
     element.click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(html))
+
+    def old_page_gone(_driver: Any) -> bool:
+        try:
+            html.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Chromium's answer when asked mid-navigation about a node of the page it is
+            # leaving: stale too, said otherwise.
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 10).until(old_page_gone)
 
 
 def go(driver: Any, link_text: str) -> None:
