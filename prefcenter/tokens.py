@@ -32,15 +32,6 @@ class TokenExpired(BadToken):
     """Genuine, but past its expiry time."""
 
 
-@functools.lru_cache(maxsize=8)
-def _keyed(secret: str) -> hmac.HMAC:
-    """An HMAC already keyed for ``secret``, to copy for each token (dispatch signs two
-    links per message: deriving the key and padding it each time cost a sixth of a
-    worker's CPU). A key of its own, so a token MAC can never be replayed as another
-    HMAC made from the secret."""
-    return hmac.new(derive_key(secret, "signed-token"), digestmod=hashlib.sha256)
-
-
 def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -57,8 +48,12 @@ def _b64decode(text: str) -> bytes:
 
 @functools.lru_cache(maxsize=32)
 def _keyed_for(secret: str, purpose: str) -> hmac.HMAC:
-    # The NUL separator keeps (purpose, body) pairs unambiguous.
-    mac = _keyed(secret).copy()
+    """An HMAC already keyed for ``secret`` and fed ``purpose``, to copy for each token
+    (dispatch signs two links per message: deriving the key and padding it each time
+    cost a sixth of a worker's CPU). A key of its own, so a token MAC can never be
+    replayed as another HMAC made from the secret; the NUL separator keeps (purpose,
+    body) pairs unambiguous."""
+    mac = hmac.new(derive_key(secret, "signed-token"), digestmod=hashlib.sha256)
     mac.update(purpose.encode() + b"\x00")
     return mac
 
