@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import uuid
 
 import psycopg.errors
@@ -17,6 +16,7 @@ from campaigns.models import Campaign, Delivery, ProviderEvent
 from prefcenter.consent_settings import ConsentSettings
 from prefcenter.models import Customer, Interaction, Topic
 from tests.campaign_builders import make_campaign
+from tests.concurrency import run_together
 from tests.factories import make_customer, make_topic
 
 # The vector published with the sendgrid library's event webhook tests: a real SendGrid
@@ -148,30 +148,20 @@ def test_concurrent_batches_over_the_same_deliveries_apply_every_event_once(
     opposite orders, sharing some events (a retry), round after round: neither fails
     (no deadlock surfaces) and each event counts once."""
     cfg = ConsentSettings(address_key=b"events-test-key-0123456789abcdef")
-    rounds, errors = 5, []
+    rounds = 5
+
+    def post(batch: list[dict]) -> None:
+        with Session(engine) as session:
+            events.ingest_retrying(session, batch, AT + dt.timedelta(hours=1), cfg=cfg)
+            session.commit()
+
     for round_ in range(rounds):
         marker = f"r{round_}-{uuid.uuid4().hex[:6]}"
         first = [_event(d, "delivered", i, marker) for i, d in enumerate(sent_deliveries)]
         first += [_event(d, "open", i, marker) for i, d in enumerate(sent_deliveries)]
         second = [_event(d, "click", i, marker) for i, d in enumerate(sent_deliveries)][::-1]
         second += first[:10]  # the same events again, in the other batch
-        barrier = threading.Barrier(2)
-
-        def post(batch: list[dict], barrier: threading.Barrier = barrier) -> None:
-            try:
-                barrier.wait(timeout=30)
-                with Session(engine) as session:
-                    events.ingest_retrying(session, batch, AT + dt.timedelta(hours=1), cfg=cfg)
-                    session.commit()
-            except BaseException as exc:  # reported below, in the test's own thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=post, args=(b,)) for b in (first, second)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-    assert not errors, errors
+        run_together(post, [first, second])
 
     with Session(engine) as session:
         statuses = session.scalars(

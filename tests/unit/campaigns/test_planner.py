@@ -16,6 +16,7 @@ from prefcenter import policy
 from prefcenter.models import ContactLogEntry, Customer, Topic
 from prefcenter.services import contacts
 from tests.campaign_builders import among, make_campaign
+from tests.concurrency import run_together
 from tests.factories import make_topic
 from tests.policy_builders import consent, log_contact, reachable_customer, settings
 
@@ -245,26 +246,15 @@ def committed_audience(engine):
 
 def test_campaigns_planned_concurrently_never_exceed_a_cap(engine, committed_audience):
     topic_id, ids, campaign_ids = committed_audience
-    barrier = threading.Barrier(len(campaign_ids))
-    errors: list[BaseException] = []
 
     def launch(campaign_id) -> None:
-        try:
-            barrier.wait(timeout=30)
-            with Session(engine) as session:
-                campaign = session.get(Campaign, campaign_id)
-                candidates = sa.select(Customer.id).where(Customer.id.in_(ids))
-                planner.plan(session, campaign, candidates, AT, cfg=CFG)
-                session.commit()
-        except BaseException as exc:  # reported below, in the test's own thread
-            errors.append(exc)
+        with Session(engine) as session:
+            campaign = session.get(Campaign, campaign_id)
+            candidates = sa.select(Customer.id).where(Customer.id.in_(ids))
+            planner.plan(session, campaign, candidates, AT, cfg=CFG)
+            session.commit()
 
-    threads = [threading.Thread(target=launch, args=(c,)) for c in campaign_ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
+    run_together(launch, campaign_ids)
 
     with Session(engine) as session:
         reserved = dict(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
 
 import pytest
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 from prefcenter import policy
 from prefcenter.models import ContactLogEntry, Customer, Topic
 from prefcenter.services import contacts
+from tests.concurrency import run_together
 from tests.factories import make_topic
 from tests.policy_builders import consent, reachable_customer, settings
 
@@ -138,29 +138,16 @@ def committed_population(engine):
 def test_concurrent_planners_never_exceed_a_cap(engine, committed_population):
     topic_id, ids = committed_population
     planners = 6
-    barrier = threading.Barrier(planners)
-    errors: list[BaseException] = []
 
     def plan(n: int) -> None:
-        try:
-            # Start together; on SQLite the first transaction then holds the write lock.
-            barrier.wait(timeout=30)
-            with Session(engine) as session:
-                topic = session.get(Topic, topic_id)
-                candidates = sa.select(Customer.id).where(Customer.id.in_(ids))
-                contacts.reserve_audience(
-                    session, message(topic, f"conc:{n}"), candidates, AT, cfg=CFG
-                )
-                session.commit()
-        except BaseException as exc:  # reported below, in the test's own thread
-            errors.append(exc)
+        # All start together; on SQLite the first transaction then holds the write lock.
+        with Session(engine) as session:
+            topic = session.get(Topic, topic_id)
+            candidates = sa.select(Customer.id).where(Customer.id.in_(ids))
+            contacts.reserve_audience(session, message(topic, f"conc:{n}"), candidates, AT, cfg=CFG)
+            session.commit()
 
-    threads = [threading.Thread(target=plan, args=(n,)) for n in range(planners)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
+    run_together(plan, range(planners))
 
     with Session(engine) as session:
         per_customer = dict(
