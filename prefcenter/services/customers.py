@@ -242,7 +242,7 @@ def read_preferences(session: Session, external_id: str) -> PreferencesShown | N
         document = session.connection().scalar(_PREFERENCES_DOCUMENT, {"external_id": external_id})
         if document is None:
             return None
-        first = dict(zip(_DOCUMENT_NAMES, document, strict=False))
+        first = dict(zip(_DOCUMENT_NAMES, document[:-1], strict=True))
         if first["paused_until"] is not None:  # an instant in JSON: ISO 8601 text
             first["paused_until"] = dt.datetime.fromisoformat(first["paused_until"]).astimezone(
                 dt.UTC
