@@ -24,13 +24,13 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from .. import policy
 from ..consent_settings import ConsentSettings
 from ..db import set_local
-from ..models import ContactLogEntry, Customer, utcnow
+from ..models import ContactLogEntry, Customer, PolicyState, utcnow
+from ..models.vocabulary import CHANNELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +138,7 @@ def insert_reservations(
 
 
 # While on in a transaction, the contact_log INSERT trigger leaves policy_state alone
-# (migration 0007): the writer adds the contacts itself with policy_state_add_contacts.
+# (migration 0007): the writer adds the contacts itself (_add_counted_contacts).
 _POLICY_STATE_ADDED = "prefcenter.policy_state_added"
 
 
@@ -149,7 +149,7 @@ def insert_staged_reservations(
     row per customer, cheap to read twice), as campaign planning does.
 
     On PostgreSQL the reservations then reach ``policy_state`` in one pass over the
-    staged rows (``policy_state_add_contacts``) instead of through the INSERT trigger,
+    staged rows (:func:`_add_counted_contacts`) instead of through the INSERT trigger,
     which first groups a million inserted rows by customer.
     """
     if session.get_bind().dialect.name != "postgresql":
@@ -158,19 +158,50 @@ def insert_staged_reservations(
     set_local(session, {_POLICY_STATE_ADDED: "on"})
     insert_reservations(session, message, contacts, now)
     set_local(session, {_POLICY_STATE_ADDED: ""})
-    if message.kind != "marketing":  # only marketing contacts count toward caps
-        return
+    if message.kind == "marketing":  # only marketing contacts count toward caps
+        _add_counted_contacts(session, message, contacts)
+
+
+def _add_counted_contacts(session: Session, message: policy.Message, contacts: sa.Select) -> None:
+    """One more counted contact in ``policy_state`` for each row of ``contacts``
+    (distinct customers): its instant merged into the customer's sorted arrays, all
+    channels, its channel's and, with a topic, the topic's (``policy_state_merged``,
+    migration 0010). One ``UPDATE … FROM`` the rows; the customers who had no row yet
+    (no consent, preference nor contact before) get one computed from ``contact_log``,
+    which holds their new reservation already."""
     rows = contacts.subquery("contacts")
     customer_id, channel, at = rows.c
-    session.execute(
-        sa.select(
-            sa.func.policy_state_add_contacts(
-                sa.func.array_agg(customer_id),
-                sa.cast(sa.func.array_agg(channel), ARRAY(sa.Text)),
-                sa.func.array_agg(at),
-                sa.cast(sa.literal(message.topic_id, sa.Uuid()), sa.Uuid()),
+    state = PolicyState.__table__
+
+    def merged(column: sa.Column[Any], value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.policy_state_merged(column, value, type_=column.type)
+
+    values: dict[str, sa.ColumnElement[Any]] = {
+        "counted_at": merged(state.c.counted_at, at),
+        **{
+            f"counted_{ch}_at": sa.case(
+                (channel == ch, merged(state.c[f"counted_{ch}_at"], at)),
+                else_=state.c[f"counted_{ch}_at"],
             )
-        ).select_from(rows)
+            for ch in CHANNELS
+        },
+    }
+    if message.topic_id is not None:
+        # "<topic id> <UTC instant, microseconds>", as migration 0005 writes them.
+        key = (
+            sa.cast(sa.literal(message.topic_id, sa.Uuid()), sa.Text)
+            + " "
+            + sa.func.to_char(sa.func.timezone("UTC", at), "YYYY-MM-DD HH24:MI:SS.US")
+        )
+        values["counted_topic_at"] = merged(state.c.counted_topic_at, key)
+    updated = session.execute(
+        sa.update(state).values(values).where(state.c.customer_id == customer_id)
+    ).rowcount
+    if updated == session.scalar(sa.select(sa.func.count()).select_from(rows)):
+        return
+    missing = sa.select(customer_id).where(~sa.exists().where(state.c.customer_id == customer_id))
+    session.execute(
+        sa.select(sa.func.policy_state_refresh_contacts(sa.func.array(missing.scalar_subquery())))
     )
 
 
