@@ -214,6 +214,49 @@ def _writes(session, topic, people) -> dict[str, Callable[[], Any]]:
                 .values(at=AT + dt.timedelta(days=8))
             ),
         ),
+        # Updates of a batch of contacts in other shapes than dispatch's (one per
+        # customer): equal instants, several per customer, mixed outcomes, moves.
+        "two contacts at one instant, one of them sent later": lambda: (
+            log_contact(session, anyone, AT, status="reserved", message_ref="m:3", topic=topic),
+            log_contact(session, anyone, AT, status="reserved", message_ref="m:4", topic=topic),
+            session.execute(
+                sa.update(log)
+                .where(log.message_ref == "m:3")
+                .values(status="sent", at=AT + dt.timedelta(hours=5))
+            ),
+        ),
+        "two of a customer's contacts sent in one statement": lambda: (
+            log_contact(session, anyone, AT, status="reserved", message_ref="m:5"),
+            log_contact(session, anyone, AT, status="reserved", message_ref="m:6", topic=topic),
+            session.execute(
+                sa.update(log)
+                .where(log.message_ref.in_(("m:5", "m:6")))
+                .values(status="sent", at=AT + dt.timedelta(hours=3))
+            ),
+        ),
+        "one contact sent, another released, one statement": lambda: (
+            _reserve_all(session, topic),
+            session.execute(
+                sa.update(log)
+                .where(log.message_ref == "campaign:plan")
+                .values(
+                    status=sa.case((log.channel == "email", "sent"), else_="released"),
+                    at=AT + dt.timedelta(hours=1),
+                )
+            ),
+        ),
+        "a contact moved to another channel": lambda: (
+            log_contact(session, night, AT, channel="email", status="reserved", topic=topic),
+            session.execute(
+                sa.update(log).where(log.customer_id == night.id).values(channel="post")
+            ),
+        ),
+        "a contact moved to another topic": lambda: (
+            log_contact(session, night, AT, status="reserved", message_ref="m:7", topic=topic),
+            session.execute(
+                sa.update(log).where(log.message_ref == "m:7").values(topic_id=None)
+            ),
+        ),
         "contacts deleted": lambda: session.execute(sa.delete(log)),
         "consents inserted by a select": lambda: (
             session.execute(sa.delete(ChannelConsent).where(ChannelConsent.channel == "post")),
@@ -274,6 +317,11 @@ WRITES = [
     "contacts settled in bulk",
     "contacts released in bulk",
     "reservations moved",
+    "two contacts at one instant, one of them sent later",
+    "two of a customer's contacts sent in one statement",
+    "one contact sent, another released, one statement",
+    "a contact moved to another channel",
+    "a contact moved to another topic",
     "contacts deleted",
     "consents inserted by a select",
     "consents updated in bulk",
