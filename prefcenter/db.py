@@ -316,23 +316,40 @@ def is_transient(error: BaseException) -> bool:
     return getattr(getattr(error, "orig", None), "sqlstate", None) in _TRANSIENT
 
 
+def make_read_session_factory(bind: Engine | Connection) -> sessionmaker[Session]:
+    """Sessions for :func:`single_read`. On PostgreSQL they are bound to an engine of
+    their own whose pooled connections are in autocommit from the start: switching a
+    pooled connection to autocommit at checkout and back at checkin (what
+    :func:`read_without_transaction` does) cost about 40 µs of a 500 µs read, and an
+    autocommit connection needs no reset when it goes back to the pool. Elsewhere
+    (SQLite, a test's connection) the usual factory."""
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        engine = make_engine(
+            bind.url.render_as_string(hide_password=False),
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+        )
+        return sessionmaker(bind=engine)
+    return make_session_factory(bind)
+
+
 @contextlib.contextmanager
 def single_read(request: Any) -> Iterator[Session]:
     """A session for a request that reads in one statement and writes nothing.
 
     Outside the request's transaction (the two-phase commit of a transaction manager
     with nothing to commit cost a tenth of such a request) and, on PostgreSQL, in
-    autocommit (no ``BEGIN`` / ``ROLLBACK`` round trips); closed when the block ends. A
-    test's own session (handed in through the WSGI environ) is used as it is.
+    autocommit (no ``BEGIN`` / ``ROLLBACK`` round trips: :func:`make_read_session_factory`);
+    closed when the block ends. A test's own session (handed in through the WSGI
+    environ) is used as it is.
     """
     if request.environ.get("app.dbsession") is not None:
         session = request.dbsession
         read_without_transaction(session)
         yield session
         return
-    session = request.registry["dbsession_factory"]()
+    session = request.registry["read_session_factory"]()
     try:
-        read_without_transaction(session)
         yield session
     finally:
         session.close()
@@ -355,6 +372,7 @@ def includeme(config: Any) -> None:
     session_factory = make_session_factory(bind)
     config.registry["dbbind"] = bind
     config.registry["dbsession_factory"] = session_factory
+    config.registry["read_session_factory"] = make_read_session_factory(bind)
 
     def dbsession(request: Any) -> Session:
         # A test may hand in its own session through the WSGI environ.

@@ -92,6 +92,7 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
     finally:
         server.shutdown()
         app.registry["dbbind"].dispose()
+        app.registry["read_session_factory"].kw["bind"].dispose()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from prefcenter.db import (
     get_tm_session,
     lock_in_order,
     make_engine,
+    make_read_session_factory,
     make_session_factory,
     mark_changed,
     read_without_transaction,
@@ -245,18 +246,29 @@ def test_lock_in_order_holds_the_rows_until_the_transaction_ends(database):
 def test_a_single_read_has_a_session_of_its_own_closed_after_it(database):
     engine = make_engine(database.url)
     # No dbsession attribute: the request's own (transaction-bound) session is never made.
-    request = types.SimpleNamespace(
-        environ={}, registry={"dbsession_factory": make_session_factory(engine)}
-    )
+    factory = make_read_session_factory(engine)
+    reads = factory.kw["bind"]
+    request = types.SimpleNamespace(environ={}, registry={"read_session_factory": factory})
     try:
-        with single_read(request) as session:
-            assert session.scalar(sa.text("SELECT 1")) == 1
-            assert TM_KEY not in session.info  # not joined to any transaction manager
-            if database.backend == "postgresql":
-                assert session.connection().connection.dbapi_connection.autocommit is True
-            assert engine.pool.checkedout() == 1
-        assert engine.pool.checkedout() == 0  # closed: its connection is back in the pool
+        for _ in range(2):  # the second time on the pooled connection
+            with single_read(request) as session:
+                assert session.scalar(sa.text("SELECT 1")) == 1
+                assert TM_KEY not in session.info  # not joined to any transaction manager
+                raw = session.connection().connection.dbapi_connection
+                if database.backend == "postgresql":
+                    assert reads is not engine  # an engine of its own, always in autocommit
+                    assert raw.autocommit is True
+                    assert raw.info.transaction_status.name == "IDLE"  # no BEGIN was sent
+                assert reads.pool.checkedout() == 1
+            assert reads.pool.checkedout() == 0  # closed: its connection is back in the pool
+        if database.backend == "postgresql":
+            assert engine.pool.checkedout() == 0
+            with Session(engine) as session:  # the main engine's sessions: transactions
+                session.scalar(sa.text("SELECT 1"))
+                raw = session.connection().connection.dbapi_connection
+                assert raw.info.transaction_status.name == "INTRANS"
     finally:
+        reads.dispose()
         engine.dispose()
 
 
