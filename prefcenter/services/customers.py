@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, joinedload
 
 from ..consent_settings import ADDRESS_KIND, ConsentSettings
+from ..db import DriverQuery
 from ..errors import InvalidField, InvalidInput
 from ..models import ChannelConsent, ContactPreference, Customer, Topic, TopicSubscription
 from ..models.vocabulary import CHANNELS, LOCALES
@@ -232,14 +233,14 @@ def _preferences_document_query() -> sa.Select[Any]:
     )
 
 
-_PREFERENCES_DOCUMENT = _preferences_document_query()
+_PREFERENCES_DOCUMENT = DriverQuery(_preferences_document_query())
 _DOCUMENT_NAMES = tuple(c.name for c in _customer_level()[1])
 
 
 def read_preferences(session: Session, external_id: str) -> PreferencesShown | None:
     """The preferences of the customer with this loyalty member id, in one query; or None."""
     if session.get_bind().dialect.name == "postgresql":
-        document = session.connection().scalar(_PREFERENCES_DOCUMENT, {"external_id": external_id})
+        document = _PREFERENCES_DOCUMENT.scalar(session, external_id=external_id)
         if document is None:
             return None
         first = dict(zip(_DOCUMENT_NAMES, document[:-1], strict=True))

@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from prefcenter.db import (
     TM_KEY,
+    DriverQuery,
     get_tm_session,
     lock_in_order,
     make_engine,
@@ -277,3 +278,24 @@ def test_a_single_read_in_a_test_uses_the_test_s_session(factory):
     request = types.SimpleNamespace(environ={"app.dbsession": mine}, dbsession=mine)
     with single_read(request) as session:
         assert session is mine
+
+
+def test_a_driver_query_reads_in_the_session_s_transaction(postgres_url):
+    engine = make_engine(postgres_url)
+    table = sa.table("driver_notes", sa.column("body", sa.Text), sa.column("kind", sa.Text))
+    query = DriverQuery(
+        sa.select(sa.func.json_build_array(table.c.body, sa.literal("constant"))).where(
+            table.c.kind == "note", table.c.body == sa.bindparam("body")
+        )
+    )
+    try:
+        with Session(engine) as session:
+            session.execute(sa.text("CREATE TABLE driver_notes (body text, kind text)"))
+            session.execute(sa.text("INSERT INTO driver_notes VALUES ('a', 'note'), ('b', 'x')"))
+            # Uncommitted rows: the driver ran on the session's own connection.
+            assert query.scalar(session, body="a") == ["a", "constant"]  # JSON, parsed
+            assert query.scalar(session, body="b") is None  # the compiled constant applies
+            assert query.scalar(session, body="nobody") is None
+            session.rollback()
+    finally:
+        engine.dispose()
