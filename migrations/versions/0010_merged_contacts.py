@@ -8,13 +8,12 @@ Create Date: 2026-12-01
 at its place (timestamps; and texts in "C" order, as ``counted_topic_at`` keeps them):
 0007's array merge as a SQL function of one expression, which PostgreSQL inlines into
 the statement that calls it. Campaign planning now writes its reservations into
-``policy_state`` with one ``UPDATE policy_state … FROM <its staged rows>``
-(prefcenter.services.contacts.insert_staged_reservations) built on it, instead of
-calling 0007's ``policy_state_add_contacts`` with the rows aggregated into three
-arrays: that form unnested the arrays, hashed the whole ``policy_state`` table to join
-them, and compared every updated id with ``EXCEPT ALL`` to find the customers without a
-row. The new statement joins the staged table itself and counts (about 0.4 s less for
-400,000 contacts). ``policy_state_add_contacts`` stays, unused, for 0007's downgrade.
+``policy_state`` with one ``INSERT … ON CONFLICT DO UPDATE`` from its staged rows built
+on it (prefcenter.services.contacts.insert_staged_reservations), instead of calling
+0007's ``policy_state_add_contacts`` with the rows aggregated into three arrays: that
+form unnested the arrays, hashed the whole ``policy_state`` table to join them, found
+the customers without a row with an ``EXCEPT ALL`` and recomputed each of those from
+``contact_log``. ``policy_state_add_contacts`` stays, unused, for 0007's downgrade.
 
 Nothing changes on SQLite, which keeps no ``policy_state``.
 """

@@ -24,6 +24,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from .. import policy
@@ -166,22 +167,23 @@ def _add_counted_contacts(session: Session, message: policy.Message, contacts: s
     """One more counted contact in ``policy_state`` for each row of ``contacts``
     (distinct customers): its instant merged into the customer's sorted arrays, all
     channels, its channel's and, with a topic, the topic's (``policy_state_merged``,
-    migration 0010). One ``UPDATE … FROM`` the rows; the customers who had no row yet
-    (no consent, preference nor contact before) get one computed from ``contact_log``,
-    which holds their new reservation already."""
+    migration 0010), in one ``INSERT … ON CONFLICT DO UPDATE`` from the rows.
+
+    A customer without a row has no consent, preference nor counted contact (the
+    triggers keep a row for every customer with any of them): their new row holds
+    this one contact and nothing else, as a rebuild would make it.
+    """
     rows = contacts.subquery("contacts")
     customer_id, channel, at = rows.c
     state = PolicyState.__table__
-
-    def merged(column: sa.Column[Any], value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        return sa.func.policy_state_merged(column, value, type_=column.type)
-
-    values: dict[str, sa.ColumnElement[Any]] = {
-        "counted_at": merged(state.c.counted_at, at),
+    instants = postgresql.ARRAY(sa.DateTime(timezone=True))
+    keys = postgresql.ARRAY(sa.Text)
+    alone: dict[str, sa.ColumnElement[Any]] = {  # the row of a customer who had none
+        "customer_id": customer_id,
+        "counted_at": postgresql.array([at], type_=instants),
         **{
             f"counted_{ch}_at": sa.case(
-                (channel == ch, merged(state.c[f"counted_{ch}_at"], at)),
-                else_=state.c[f"counted_{ch}_at"],
+                (channel == ch, postgresql.array([at], type_=instants)), else_=sa.null()
             )
             for ch in CHANNELS
         },
@@ -193,16 +195,27 @@ def _add_counted_contacts(session: Session, message: policy.Message, contacts: s
             + " "
             + sa.func.to_char(sa.func.timezone("UTC", at), "YYYY-MM-DD HH24:MI:SS.US")
         )
-        values["counted_topic_at"] = merged(state.c.counted_topic_at, key)
-    updated = session.execute(
-        sa.update(state).values(values).where(state.c.customer_id == customer_id)
-    ).rowcount
-    if updated == session.scalar(sa.select(sa.func.count()).select_from(rows)):
-        return
-    missing = sa.select(customer_id).where(~sa.exists().where(state.c.customer_id == customer_id))
-    session.execute(
-        sa.select(sa.func.policy_state_refresh_contacts(sa.func.array(missing.scalar_subquery())))
-    )
+        alone["counted_topic_at"] = postgresql.array([key], type_=keys)
+    insert = postgresql.insert(state).from_select(list(alone), sa.select(*alone.values()))
+
+    def merged(name: str, array_type: Any) -> sa.ColumnElement[Any]:
+        """The customer's column ``name`` with the new row's one value merged in."""
+        one = sa.type_coerce(insert.excluded[name], array_type)[1]
+        return sa.func.policy_state_merged(state.c[name], one, type_=state.c[name].type)
+
+    merge = {
+        "counted_at": merged("counted_at", instants),
+        **{
+            f"counted_{ch}_at": sa.case(
+                (insert.excluded[f"counted_{ch}_at"].is_(None), state.c[f"counted_{ch}_at"]),
+                else_=merged(f"counted_{ch}_at", instants),
+            )
+            for ch in CHANNELS
+        },
+    }
+    if message.topic_id is not None:
+        merge["counted_topic_at"] = merged("counted_topic_at", keys)
+    session.execute(insert.on_conflict_do_update(index_elements=[state.c.customer_id], set_=merge))
 
 
 def reserve_audience(
