@@ -87,8 +87,8 @@ _PLAN_STEPS = (
     ("CREATE UNLOGGED TABLE", "policy decisions staged (CREATE TABLE … AS)"),
     ("INSERT INTO deliveries", "INSERT deliveries (contacted customers)"),
     ("INSERT INTO contact_log", "INSERT reservations (contact_log)"),
-    ("UPDATE policy_state", "reservations merged into policy_state (UPDATE)"),
-    ("SELECT policy_state_add_contacts", "reservations merged into policy_state (UPDATE)"),
+    ("INSERT INTO policy_state", "reservations merged into policy_state"),
+    ("SELECT policy_state_add_contacts", "reservations merged into policy_state"),
     ("COMMIT", "commit"),
 )
 
