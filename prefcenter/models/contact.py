@@ -22,8 +22,8 @@ class ContactLogEntry(UUIDPrimaryKey, Timestamps, Base):
 
     __tablename__ = "contact_log"
     __table_args__ = (
-        sa.Index("ix_contact_log_customer_at", "customer_id", "at"),
-        # One contact per customer per message (a campaign, a program step, an alert).
+        # One contact per customer per message (a campaign, a program step, an alert);
+        # also the index of every read by customer (migration 0011).
         sa.UniqueConstraint("customer_id", "message_ref"),
     )
 
