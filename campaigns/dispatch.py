@@ -188,11 +188,20 @@ def _uses_attributes(content: Mapping[str, Any], channel: str) -> bool:
     )
 
 
+def _attributes(customer: Customer | sa.Row) -> Any:
+    """The customer's attributes; None from a row read without them (content that does not
+    use them: a lookup, where ``getattr`` with a default raised and caught an error for
+    each message)."""
+    if isinstance(customer, sa.Row):
+        return customer._mapping.get("attributes")
+    return customer.attributes
+
+
 def _context(customer: Customer | sa.Row, portal_url: str, unsubscribe_url: str) -> dict:
     return {
         "first_name": customer.first_name or "",
         "last_name": customer.last_name or "",
-        "attributes": dict(getattr(customer, "attributes", None) or {}),
+        "attributes": dict(_attributes(customer) or {}),
         "portal_url": portal_url,
         "unsubscribe_url": unsubscribe_url,
     }
