@@ -142,6 +142,7 @@ def _serve(url: str, threads: int, validate_responses: bool, pre_ping: bool, por
     from waitress.server import create_server
 
     from prefcenter import make_wsgi_app
+    from prefcenter.cli import settle_heap
     from prefcenter.db import DBBIND_KEY, make_engine
     from prefcenter.settings import resolve_settings
 
@@ -161,6 +162,7 @@ def _serve(url: str, threads: int, validate_responses: bool, pre_ping: bool, por
     if pre_ping:  # the engine as it was before 2026-12-01 (--pre-ping), for comparison
         settings[DBBIND_KEY] = make_engine(url, pool_pre_ping=True)
     app = make_wsgi_app(settings)
+    settle_heap()  # as `prefcenter serve` does before it serves
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
     ports.put((os.getpid(), int(server.effective_port)))
     server.run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import gc
 import getpass
 import importlib
 import logging
@@ -414,6 +415,16 @@ def served_urls(app: Any, host: str, port: int) -> list[tuple[str, str]]:
     return urls
 
 
+def settle_heap() -> None:
+    """Before serving: collect once, then put every object the start-up made (the app, its
+    routes, the OpenAPI document and its validators, SQLAlchemy's metadata: about 130,000)
+    out of the garbage collector's reach (``gc.freeze``). They live as long as the process;
+    left in the oldest generation, each full collection scanned them all, 70 to 110 ms
+    during which the process answered nobody (measured under load, GET …/preferences)."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(config: str, host: str | None = None, port: int | None = None) -> None:
     import waitress
     from pyramid.paster import get_app
@@ -433,6 +444,7 @@ def serve(config: str, host: str | None = None, port: int | None = None) -> None
         print(f"  {'API key':<17} {DEMO_API_KEY}")
     sys.stdout.flush()
 
+    settle_heap()
     restore = _interrupt_on_sigterm()
     try:
         waitress.serve(app, listen=f"{host}:{port}", **_server_options(config))
