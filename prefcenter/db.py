@@ -10,10 +10,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyramid.request
+import pyramid_tm
 import sqlalchemy as sa
 import transaction
 import zope.sqlalchemy
 import zope.sqlalchemy.datamanager
+from pyramid.decorator import reify
+from pyramid.tweens import EXCVIEW
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
@@ -389,22 +393,39 @@ def task_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
         yield get_tm_session(session_factory, manager)
 
 
-def includeme(config: Any) -> None:
-    settings = config.get_settings()
-    settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
-    config.include("pyramid_tm")
+class Request(pyramid.request.Request):
+    """Pyramid's request with ``tm`` and ``dbsession`` on the class.
 
-    bind = settings.get(DBBIND_KEY) or make_engine(settings["sqlalchemy.url"])
-    session_factory = make_session_factory(bind)
-    config.registry["dbbind"] = bind
-    config.registry["dbsession_factory"] = session_factory
-    config.registry["read_session_factory"] = make_read_session_factory(bind)
+    Added with ``config.add_request_method`` (as pyramid_tm's ``includeme`` adds ``tm``)
+    they were attached anew to every request, for which Pyramid builds a class per
+    request: about 14 µs of an API read of 400 µs.
+    """
 
-    def dbsession(request: Any) -> Session:
-        # A test may hand in its own session through the WSGI environ.
-        existing = request.environ.get("app.dbsession")
+    @reify
+    def tm(self) -> transaction.TransactionManager:
+        """The request's transaction manager (pyramid_tm's, explicit)."""
+        return pyramid_tm.create_tm(self)
+
+    @reify
+    def dbsession(self) -> Session:
+        """A session joined to the request's transaction manager. A test may hand in its
+        own session through the WSGI environ."""
+        existing = self.environ.get("app.dbsession")
         if existing is not None:
             return existing
-        return get_tm_session(session_factory, request.tm, request)
+        return get_tm_session(self.registry["dbsession_factory"], self.tm, self)
 
-    config.add_request_method(dbsession, reify=True)
+
+def includeme(config: Any) -> None:
+    settings = config.get_settings()
+    # What pyramid_tm's includeme does, but ``tm``, which it adds per request, is on the
+    # request class (Request above).
+    settings["tm.manager_hook"] = pyramid_tm.explicit_manager
+    config.add_tween("pyramid_tm.tm_tween_factory", over=EXCVIEW)
+    config.add_view_predicate("tm_active", pyramid_tm.TMActivePredicate)
+    config.set_request_factory(Request)
+
+    bind = settings.get(DBBIND_KEY) or make_engine(settings["sqlalchemy.url"])
+    config.registry["dbbind"] = bind
+    config.registry["dbsession_factory"] = make_session_factory(bind)
+    config.registry["read_session_factory"] = make_read_session_factory(bind)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from prefcenter.db import (
     TM_KEY,
     DriverQuery,
+    Request,
     get_tm_session,
     lock_in_order,
     make_engine,
@@ -299,3 +300,17 @@ def test_a_driver_query_reads_in_the_session_s_transaction(postgres_url):
             session.rollback()
     finally:
         engine.dispose()
+
+
+def test_a_request_has_one_transaction_manager_and_one_session(factory):
+    from pyramid.registry import Registry
+
+    registry = Registry()
+    registry.settings = {"tm.manager_hook": "pyramid_tm.explicit_manager"}
+    registry["dbsession_factory"] = factory
+    request = Request.blank("/")
+    request.registry = registry
+    assert request.tm is request.tm  # made once, then kept on the request
+    assert request.dbsession is request.dbsession
+    assert request.dbsession.info[TM_KEY] is request.tm
+    assert Request.blank("/").__class__ is Request  # no class made per request
