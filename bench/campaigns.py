@@ -88,7 +88,6 @@ _PLAN_STEPS = (
     ("INSERT INTO deliveries", "INSERT deliveries (contacted customers)"),
     ("INSERT INTO contact_log", "INSERT reservations (contact_log)"),
     ("INSERT INTO policy_state", "reservations merged into policy_state"),
-    ("SELECT policy_state_add_contacts", "reservations merged into policy_state"),
     ("COMMIT", "commit"),
 )
 
