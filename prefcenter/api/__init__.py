@@ -55,9 +55,9 @@ OPERATIONS = (
     ("api_webhook", "DELETE", "delete_webhook", views.delete_webhook),
 )
 
-# The operations whose view writes nothing and reads in one statement: they run outside
-# a transaction on PostgreSQL (prefcenter.db.read_without_transaction). Not the export,
-# which reads many tables and must see them at one moment.
+# The operations whose view writes nothing and reads in one statement: they run in a
+# session of their own, outside a transaction on PostgreSQL (prefcenter.db.single_read).
+# Not the export, which reads many tables and must see them at one moment.
 SINGLE_READS = frozenset({"get_customer", "get_preferences", "list_topics"})
 
 
